@@ -1,0 +1,1 @@
+"""The four services: auth, gateway, store, notifier."""

@@ -1,0 +1,1 @@
+"""The project's kernel: settings, events, messaging, database, outbox, security, logging."""

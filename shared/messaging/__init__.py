@@ -1,0 +1,1 @@
+"""RabbitMQ on aio-pika: connections, topology, confirmed publishing, consumers, RPC."""

@@ -1,0 +1,122 @@
+"""Consumer base class: owns prefetch, decoding, the ack decision and dead-lettering.
+
+A subclass names its service and implements ``handle``; the message is acked
+only after ``handle`` returned, so its effect must be committed by then. A
+payload that does not decode is dead-lettered at once with its reason; a
+handler that keeps raising is retried with backoff up to the delivery limit,
+then dead-lettered with the last error, and the consumer goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from typing import Any
+
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
+from pydantic import ValidationError
+
+from shared.events import EventBase, parse_event
+from shared.logging import get_logger
+from shared.messaging.connection import Broker
+from shared.messaging.publisher import Publisher
+from shared.messaging.topology import (
+    DEAD_LETTER_REASON_HEADER,
+    declare_service_queue,
+)
+
+log = get_logger(__name__)
+
+
+def delivery_count(message: AbstractIncomingMessage) -> int:
+    """How many times a quorum queue has already delivered this message before."""
+    raw = (message.headers or {}).get("x-delivery-count", 0)
+    return int(raw) if isinstance(raw, int | str) else 0
+
+
+class Consumer(ABC):
+    """Consume one service's event queue; subclasses only decide what an event does."""
+
+    service: str
+    retry_backoff_s: float = 0.2
+
+    def __init__(self, broker: Broker, *, bindings: tuple[str, ...] | None = None) -> None:
+        self.broker = broker
+        self.bindings = bindings
+        self.delivery_limit = broker.topology.delivery_limit
+        self._channel: AbstractRobustChannel | None = None
+        self._queue: AbstractQueue | None = None
+        self._dead_letters: Publisher | None = None
+
+    @abstractmethod
+    async def handle(self, event: EventBase) -> None:
+        """Apply the event and commit; raising means 'try again later'."""
+
+    async def start(self) -> None:
+        self._channel = await self.broker.consumer_channel()
+        self._queue = await declare_service_queue(
+            self._channel, self.broker.topology, self.service, self.bindings
+        )
+        self._dead_letters = Publisher(self._channel, self.broker.topology)
+        await self._queue.consume(self._on_message)
+
+    async def stop(self) -> None:
+        if self._channel is not None and not self._channel.is_closed:
+            await self._channel.close()
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        try:
+            event = parse_event(message.body)
+        except (ValidationError, ValueError) as exc:
+            await self._dead_letter(message, f"malformed: {_short(exc)}")
+            return
+        try:
+            await self.handle(event)
+        except asyncio.CancelledError:
+            await message.nack(requeue=True)
+            raise
+        except Exception as exc:
+            attempts = delivery_count(message) + 1
+            log.warning(
+                "handler_failed",
+                event_type=event.type,  # type: ignore[attr-defined]
+                event_id=str(event.id),
+                attempt=attempts,
+                error=_short(exc),
+            )
+            if attempts >= self.delivery_limit:
+                await self._dead_letter(message, f"failed {attempts}x: {_short(exc)}")
+            else:
+                # Back off so a poisoned message is never a hot loop, then let the broker redeliver.
+                await asyncio.sleep(self.retry_backoff_s * 2 ** (attempts - 1))
+                await message.nack(requeue=True)
+            return
+        await message.ack()
+
+    async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
+        """Copy the message to the dead-letter exchange with its reason, then ack the original."""
+        assert self._dead_letters is not None
+        headers: dict[str, Any] = {
+            k: v for k, v in (message.headers or {}).items() if isinstance(v, str | int)
+        }
+        headers.update(
+            {
+                DEAD_LETTER_REASON_HEADER: reason[:500],
+                "x-original-routing-key": message.routing_key or "",
+                "x-original-queue": self.broker.topology.service_queue(self.service),
+            }
+        )
+        await self._dead_letters.publish(
+            self.broker.topology.dead_letter_exchange,
+            "",
+            message.body,
+            headers=headers,
+            message_id=message.message_id,
+        )
+        log.error("dead_lettered", routing_key=message.routing_key, reason=reason[:200])
+        await message.ack()
+
+
+def _short(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= 300 else text[:297] + "..."

@@ -1,0 +1,194 @@
+"""Transactional outbox: rows written with the change, published after commit by a relay.
+
+The relay claims rows with ``DELETE … FOR UPDATE SKIP LOCKED … RETURNING``
+inside a transaction, publishes them with confirms and only then commits, so
+a crash before the commit republishes (consumers are idempotent by event id)
+and two relays never publish the same row. It is woken in process right after
+a commit (``wake``) and across replicas by LISTEN/NOTIFY from a statement
+trigger on the table; the poll interval is only a safety net.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Identity,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    func,
+    insert,
+    text,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+
+from shared.events import EventBase
+from shared.logging import get_logger
+from shared.messaging.publisher import Publisher
+
+log = get_logger(__name__)
+
+
+def outbox_table(metadata: MetaData) -> Table:
+    return Table(
+        "outbox",
+        metadata,
+        Column("id", BigInteger, Identity(), primary_key=True),
+        Column("exchange", Text, nullable=False),
+        Column("routing_key", Text, nullable=False),
+        Column("body", LargeBinary, nullable=False),
+        Column("message_id", Text, nullable=True),
+        Column("persistent", Boolean, nullable=False, server_default="true"),
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+
+
+def notify_channel(schema: str) -> str:
+    return f"{schema}_outbox"
+
+
+def outbox_trigger_sql(schema: str) -> list[str]:
+    """DDL for the NOTIFY trigger; migrations run it after creating the table."""
+    channel = notify_channel(schema)
+    return [
+        f"""
+        CREATE OR REPLACE FUNCTION {schema}.outbox_notify() RETURNS trigger AS $$
+        BEGIN PERFORM pg_notify('{channel}', ''); RETURN NULL; END;
+        $$ LANGUAGE plpgsql
+        """,
+        f"""
+        CREATE TRIGGER outbox_notify AFTER INSERT ON {schema}.outbox
+        FOR EACH STATEMENT EXECUTE FUNCTION {schema}.outbox_notify()
+        """,
+    ]
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    exchange: str
+    routing_key: str
+    body: bytes
+    message_id: str | None = None
+    persistent: bool = True
+
+    def values(self) -> dict[str, Any]:
+        return {
+            "exchange": self.exchange,
+            "routing_key": self.routing_key,
+            "body": self.body,
+            "message_id": self.message_id,
+            "persistent": self.persistent,
+        }
+
+
+def event_row(event: EventBase, exchange: str) -> OutboxRow:
+    return OutboxRow(exchange, event.type, event.to_json(), str(event.id))  # type: ignore[attr-defined]
+
+
+async def add_to_outbox(session: AsyncSession | AsyncConnection, table: Table, rows: list[OutboxRow]) -> None:
+    """Write rows in the caller's transaction; they leave only if it commits."""
+    if rows:
+        await session.execute(insert(table), [row.values() for row in rows])
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        table: Table,
+        publisher: Publisher,
+        *,
+        dsn: str,
+        poll_interval_s: float = 1.0,
+        batch_size: int = 500,
+    ) -> None:
+        self.engine = engine
+        self.table = table
+        self.publisher = publisher
+        self.dsn = dsn
+        self.poll_interval_s = poll_interval_s
+        self.batch_size = batch_size
+        self.schema = table.schema or "public"
+        self._wakeup = asyncio.Event()
+        self._listener: asyncpg.Connection | None = None
+        self._claim = text(
+            f"""
+            DELETE FROM {self.schema}.outbox WHERE id IN (
+                SELECT id FROM {self.schema}.outbox ORDER BY id
+                FOR UPDATE SKIP LOCKED LIMIT :limit
+            ) RETURNING id, exchange, routing_key, body, message_id, persistent
+            """  # noqa: S608 - schema is a code constant, never input
+        )
+        self.published = 0
+
+    def wake(self) -> None:
+        """Call right after a commit that wrote outbox rows."""
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        listen_task = asyncio.create_task(self._listen_forever())
+        try:
+            while True:
+                try:
+                    while await self.drain_once():
+                        pass
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("outbox_relay_error", error=f"{type(exc).__name__}: {exc}")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), self.poll_interval_s)
+                self._wakeup.clear()
+        finally:
+            listen_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listen_task
+            if self._listener is not None and not self._listener.is_closed():
+                await self._listener.close()
+
+    async def drain_once(self) -> int:
+        """Claim, publish and delete one batch; returns how many rows left the outbox."""
+        async with self.engine.connect() as conn, conn.begin():
+            rows = (await conn.execute(self._claim, {"limit": self.batch_size})).all()
+            if not rows:
+                return 0
+            rows.sort(key=lambda r: r.id)
+            # Confirms in flight together; frames still reach the broker in id order.
+            await asyncio.gather(
+                *(
+                    self.publisher.publish(
+                        row.exchange,
+                        row.routing_key,
+                        bytes(row.body),
+                        message_id=row.message_id,
+                        persistent=row.persistent,
+                    )
+                    for row in rows
+                )
+            )
+        self.published += len(rows)
+        return len(rows)
+
+    async def _listen_forever(self) -> None:
+        while True:
+            try:
+                self._listener = await asyncpg.connect(self.dsn)
+                await self._listener.add_listener(notify_channel(self.schema), lambda *_: self._wakeup.set())
+                self._wakeup.set()  # catch up on anything missed while not listening
+                while not self._listener.is_closed():
+                    await asyncio.sleep(self.poll_interval_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.info("outbox_listen_retry", error=type(exc).__name__)
+            await asyncio.sleep(self.poll_interval_s)
