@@ -8,7 +8,7 @@ import asyncio
 import asyncpg
 
 from shared.db import asyncpg_dsn
-from shared.migrations import SERVICES, upgrade
+from shared.migrations import services_with_migrations, upgrade
 from shared.settings import get_common_settings
 
 
@@ -28,7 +28,7 @@ async def ensure_database(database_url: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("services", nargs="*", default=list(SERVICES))
+    parser.add_argument("services", nargs="*", default=services_with_migrations())
     args = parser.parse_args()
     url = get_common_settings().database_url
     asyncio.run(ensure_database(url))

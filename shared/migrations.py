@@ -28,8 +28,13 @@ def upgrade(service: str, database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(service, database_url), revision)
 
 
+def services_with_migrations() -> list[str]:
+    """Services that own a schema (a service without one, like a stateless edge, has no folder)."""
+    return [s for s in SERVICES if (ROOT / "services" / s / "migrations" / "env.py").exists()]
+
+
 def upgrade_all(database_url: str) -> None:
-    for service in SERVICES:
+    for service in services_with_migrations():
         upgrade(service, database_url)
 
 

@@ -158,8 +158,10 @@ class RpcServer:
         try:
             request = orjson.loads(body)
             method = request["method"]
-            params = request.get("params") or {}
-            actor = request.get("actor") or {}
+            params = request.get("params", {})
+            actor = request.get("actor", {})
+            if not isinstance(method, str):
+                raise TypeError("method must be a string")
             if not isinstance(params, dict) or not isinstance(actor, dict):
                 raise TypeError("params and actor must be objects")
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:

@@ -1,0 +1,97 @@
+"""Consumers: failures are retried a bounded number of times, then dead-lettered with a reason."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from aio_pika.abc import AbstractIncomingMessage
+
+from shared.events import EventBase, MessageRead, MessageReadPayload
+from shared.messaging.connection import Broker
+from shared.messaging.consumer import Consumer
+from shared.messaging.topology import DEAD_LETTER_REASON_HEADER
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class RecordingConsumer(Consumer):
+    service = "kernel"
+    retry_backoff_s = 0.01
+
+    def __init__(self, broker: Broker, poison_seq: int) -> None:
+        super().__init__(broker, bindings=("message.read",))
+        self.poison_seq = poison_seq
+        self.attempts: dict[int, int] = {}
+        self.handled: list[int] = []
+
+    async def handle(self, event: EventBase) -> None:
+        assert isinstance(event, MessageRead)
+        seq = event.payload.seq
+        self.attempts[seq] = self.attempts.get(seq, 0) + 1
+        if seq == self.poison_seq:
+            raise RuntimeError("handler keeps failing")
+        self.handled.append(seq)
+
+
+async def dead_letters(broker: Broker) -> asyncio.Queue[AbstractIncomingMessage]:
+    channel = await broker.consumer_channel()
+    queue = await channel.get_queue(broker.topology.dead_letter_queue)
+    received: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+
+    async def on_message(message: AbstractIncomingMessage) -> None:
+        await received.put(message)
+        await message.ack()
+
+    await queue.consume(on_message)
+    return received
+
+
+def read(seq: int) -> MessageRead:
+    return MessageRead(
+        payload=MessageReadPayload(conversation_id=uuid.uuid4(), reader_id=uuid.uuid4(), seq=seq)
+    )
+
+
+async def test_failing_handler_is_dead_lettered_after_the_delivery_limit_and_consumer_goes_on(
+    broker: Broker,
+) -> None:
+    consumer = RecordingConsumer(broker, poison_seq=1)
+    await consumer.start()
+    dead = await dead_letters(broker)
+    await broker.publisher.publish_event(read(1))
+    await broker.publisher.publish_event(read(2))
+
+    message = await asyncio.wait_for(dead.get(), 15)
+    assert (message.headers or {})[DEAD_LETTER_REASON_HEADER].startswith("failed 3x: RuntimeError")
+    assert (message.headers or {})["x-original-routing-key"] == "message.read"
+    assert consumer.attempts[1] == broker.topology.delivery_limit == 3
+
+    await broker.publisher.publish_event(read(3))
+    for _ in range(500):
+        if consumer.handled == [2, 3] or consumer.handled == [3, 2]:
+            break
+        await asyncio.sleep(0.01)
+    assert sorted(consumer.handled) == [2, 3]
+    await consumer.stop()
+
+
+async def test_malformed_payload_is_dead_lettered_at_once_with_its_reason(broker: Broker) -> None:
+    consumer = RecordingConsumer(broker, poison_seq=-1)
+    await consumer.start()
+    dead = await dead_letters(broker)
+    await broker.publisher.publish(broker.topology.events_exchange, "message.read", b"{not json")
+
+    message = await asyncio.wait_for(dead.get(), 10)
+    assert message.body == b"{not json"
+    assert (message.headers or {})[DEAD_LETTER_REASON_HEADER].startswith("malformed:")
+    assert consumer.attempts == {}
+
+    await broker.publisher.publish_event(read(5))
+    for _ in range(500):
+        if consumer.handled:
+            break
+        await asyncio.sleep(0.01)
+    assert consumer.handled == [5]
+    await consumer.stop()
