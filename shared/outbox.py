@@ -159,10 +159,10 @@ class OutboxRelay:
     async def drain_once(self) -> int:
         """Claim, publish and delete one batch; returns how many rows left the outbox."""
         async with self.engine.connect() as conn, conn.begin():
-            rows = (await conn.execute(self._claim, {"limit": self.batch_size})).all()
-            if not rows:
+            claimed = (await conn.execute(self._claim, {"limit": self.batch_size})).all()
+            if not claimed:
                 return 0
-            rows.sort(key=lambda r: r.id)
+            rows = sorted(claimed, key=lambda r: r.id)
             # Confirms in flight together; frames still reach the broker in id order.
             await asyncio.gather(
                 *(
