@@ -35,3 +35,7 @@ def main() -> None:
     for service in args.services:
         upgrade(service, url)
         print(f"migrated {service}")
+
+
+if __name__ == "__main__":
+    main()

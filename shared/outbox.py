@@ -146,8 +146,11 @@ class OutboxRelay:
                     raise
                 except Exception as exc:
                     log.warning("outbox_relay_error", error=f"{type(exc).__name__}: {exc}")
+                # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that lands
+                # as the wakeup fires, and the relay then never stops.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), self.poll_interval_s)
+                    async with asyncio.timeout(self.poll_interval_s):
+                        await self._wakeup.wait()
                 self._wakeup.clear()
         finally:
             listen_task.cancel()

@@ -30,14 +30,15 @@ Handler = Callable[[dict[str, Any], dict[str, Any]], Awaitable[Any]]
 class RpcError(Exception):
     """An error meant for the caller, with a stable machine-readable code."""
 
-    def __init__(self, code: str, message: str, *, status: int = 400) -> None:
+    def __init__(self, code: str, message: str, *, status: int = 400, **extra: Any) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status
+        self.extra = extra  # JSON-ready details for the caller, e.g. ``retry_after_s``
 
     def to_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "message": self.message, "status": self.status}
+        return {**self.extra, "code": self.code, "message": self.message, "status": self.status}
 
 
 class RpcTimeout(RpcError):
@@ -101,11 +102,12 @@ class RpcClient:
             self._pending.pop(correlation_id, None)
         if reply.get("ok"):
             return reply.get("result")
-        error = reply.get("error") or {}
+        error = dict(reply.get("error") or {})
         raise RpcError(
-            error.get("code", "internal"),
-            error.get("message", "error"),
-            status=int(error.get("status", 500)),
+            str(error.pop("code", "internal")),
+            str(error.pop("message", "error")),
+            status=int(error.pop("status", 500)),
+            **error,
         )
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:

@@ -1,0 +1,1 @@
+"""Benchmark harness for the consultation chat: ``python -m bench`` (see docs/performance.md)."""

@@ -1,0 +1,80 @@
+"""Broker queue depths for the bench vhost, from ``rabbitmqctl list_queues`` (as operators read them).
+
+Each call starts an Erlang VM (~0.5 s of CPU), so the workloads sample between
+measured windows, never inside one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from dataclasses import dataclass
+
+import orjson
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    name: str
+    messages: int  # ready + unacknowledged
+    unacked: int
+    consumers: int
+
+
+def parse_list_queues(raw: bytes) -> list[QueueDepth]:
+    """Parse ``rabbitmqctl -q list_queues ... --formatter json`` output."""
+    rows = orjson.loads(raw or b"[]")
+    return [
+        QueueDepth(
+            str(r["name"]),
+            int(r.get("messages") or 0),
+            int(r.get("messages_unacknowledged") or 0),
+            int(r.get("consumers") or 0),
+        )
+        for r in rows
+    ]
+
+
+async def queue_depths(vhost: str, timeout: float = 30.0) -> list[QueueDepth]:
+    """Depth of every queue in ``vhost``; empty when rabbitmqctl is not available here."""
+    exe = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            exe,
+            "-q",
+            "list_queues",
+            "-p",
+            vhost,
+            "name",
+            "messages",
+            "messages_unacknowledged",
+            "consumers",
+            "--formatter",
+            "json",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+    except OSError:
+        return []
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return []
+    if proc.returncode != 0:
+        return []
+    return parse_list_queues(out)
+
+
+def depths_dict(depths: list[QueueDepth]) -> dict[str, dict[str, int]]:
+    """JSON-friendly form; only non-empty queues, so a growing backlog stands out."""
+    return {
+        d.name: {"messages": d.messages, "unacked": d.unacked, "consumers": d.consumers}
+        for d in depths
+        if d.messages or d.unacked
+    }
+
+
+def total_backlog(depths: list[QueueDepth]) -> int:
+    return sum(d.messages for d in depths)

@@ -1,0 +1,1 @@
+"""Local run and deployment tooling: launcher, dev mail sink, infrastructure checks, env table."""

@@ -1,0 +1,1 @@
+"""Concrete adapters of the auth service: tables, repositories, keys, rate-limit counters."""

@@ -1,0 +1,1 @@
+"""Auth rules as plain typed code: no FastAPI, SQL or broker imports."""

@@ -1,0 +1,1 @@
+"""Use cases of the auth service: each one a keyword-only async function over an ``AuthContext``."""

@@ -1,0 +1,78 @@
+"""``/ws``: authenticate the handshake, then read frames until the client leaves.
+
+The Origin allow-list runs before this (``shared.origins``): a foreign page's
+handshake is refused with 403 and never reaches the endpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from fastapi import APIRouter, WebSocket
+from starlette.websockets import WebSocketDisconnect
+
+from services.gateway.connection import CLOSE_TOKEN_EXPIRED, Connection, frame_text
+from services.gateway.domain.tokens import chosen_subprotocol, token_from_request
+from services.gateway.hub import Hub
+from shared.security import InvalidToken, Principal
+
+router = APIRouter()
+
+
+async def _deny(websocket: WebSocket, detail: str) -> None:
+    """Close with 4001 right after the handshake: browsers see a close code, never a bare HTTP status."""
+    await websocket.accept()
+    await websocket.close(CLOSE_TOKEN_EXPIRED, detail)
+
+
+@router.websocket("/ws")
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    hub: Hub = websocket.app.state.hub
+    settings = hub.settings
+    token = token_from_request(websocket.headers, websocket.cookies, settings.access_cookie)
+    if token is None:
+        await _deny(websocket, "missing access token")
+        return
+    try:
+        principal: Principal = await hub.verifier.verify(token)
+    except (InvalidToken, Exception):
+        await _deny(websocket, "invalid access token")
+        return
+    await websocket.accept(subprotocol=chosen_subprotocol(websocket.headers, settings.subprotocol))
+    conn = Connection(websocket, principal, hub)
+    try:
+        await hub.attach(conn)
+        # Sent before the writer starts: live frames wait for the client's first frame (its resume).
+        await websocket.send_text(
+            frame_text(
+                "hello",
+                user_id=conn.user,
+                role=principal.role,
+                connection_id=conn.id,
+                expires_at=principal.expires_at,
+                limits={
+                    "max_frame_bytes": settings.max_frame_bytes,
+                    "rate_per_s": settings.rate_per_s,
+                    "rate_burst": settings.rate_burst,
+                    "replay_max": settings.replay_max,
+                    "idle_after_s": settings.idle_after_s,
+                },
+            )
+        )
+        conn.start()
+        while not conn.closed:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            raw = message.get("text")
+            if raw is None:
+                raw = message.get("bytes") or b""
+            await conn.handle(raw)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        await hub.detach(conn)
+        await conn.stop()
+        with contextlib.suppress(Exception):
+            if not conn.closed:
+                await websocket.close(1000)

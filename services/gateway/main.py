@@ -1,0 +1,70 @@
+"""Gateway process: REST under /api, the WebSocket at /ws, presence, with /healthz /readyz /metrics."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from services.gateway.bootstrap import Gateway, build_gateway
+from services.gateway.entrypoints import http, ws
+from services.gateway.settings import get_settings
+from shared.db import database_ready
+from shared.logging import configure_logging
+from shared.runtime import serve
+from shared.settings import get_common_settings
+from shared.web import ReadyCheck
+from shared.web import create_app as create_web_app
+
+
+def create_app() -> FastAPI:
+    common, settings = get_common_settings(), get_settings()
+    configure_logging("gateway", common.log_level, common.log_json)
+    gateway = build_gateway(common, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.gateway = gateway
+        app.state.hub = gateway.hub
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.stop()
+
+    def checks(app: FastAPI) -> dict[str, ReadyCheck]:
+        g: Gateway = app.state.gateway
+
+        async def broker() -> bool:
+            return g.broker.is_ready()
+
+        return {"database": lambda: database_ready(g.engine), "broker": broker}
+
+    app = create_web_app(
+        service="gateway",
+        allowed_origins=common.allowed_origins,
+        ready_checks=checks,
+        lifespan=lifespan,
+        description="Consultation chat REST API; the WebSocket frames are in docs/protocol.md",
+    )
+    app.include_router(http.router)
+    app.include_router(ws.router)
+    return app
+
+
+def main() -> None:
+    common, settings = get_common_settings(), get_settings()
+    configure_logging("gateway", common.log_level, common.log_json)
+    serve(
+        "services.gateway.main:create_app",
+        host=settings.host,
+        port=settings.port,
+        ws_max_size=settings.ws_max_size,
+        ws_ping_interval=settings.ws_ping_interval_s,
+        ws_ping_timeout=settings.ws_ping_timeout_s,
+    )
+
+
+if __name__ == "__main__":
+    main()

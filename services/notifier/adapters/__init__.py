@@ -1,0 +1,1 @@
+"""Concrete I/O: PostgreSQL tables and repository, SMTP, SMS providers."""

@@ -1,0 +1,461 @@
+"""SQL for the projections, the pending threads and the notification log (this service's schema only)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, case, delete, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.notifier.adapters.tables import (
+    attempts,
+    message_tombstones,
+    notifications,
+    presence,
+    recipients,
+    threads,
+    unread_messages,
+)
+from services.notifier.domain.model import Presence, Recipient, Thread, UnreadMessage
+from shared.events import MessagePayload, MessageUnreadPayload, PresencePayload, UserPayload
+
+# --- projections -------------------------------------------------------------
+
+
+async def upsert_recipient(*, session: AsyncSession, user: UserPayload, version_at: datetime) -> None:
+    """Apply a user.* event unless a newer one was applied already (events may arrive out of order)."""
+    prefs = user.preferences
+    values = {
+        "user_id": user.user_id,
+        "username": user.username,
+        "display_name": user.display_name,
+        "role": user.role,
+        "email": user.email,
+        "phone": user.phone,
+        "email_enabled": prefs.email_enabled,
+        "sms_enabled": prefs.sms_enabled,
+        "quiet_start": prefs.quiet_hours_start,
+        "quiet_end": prefs.quiet_hours_end,
+        "timezone": prefs.timezone,
+        "version_at": version_at,
+    }
+    stmt = insert(recipients).values(**values)
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[recipients.c.user_id],
+            set_={k: stmt.excluded[k] for k in values if k != "user_id"},
+            where=recipients.c.version_at <= stmt.excluded.version_at,
+        )
+    )
+
+
+async def upsert_presence(*, session: AsyncSession, state: PresencePayload, version_at: datetime) -> bool:
+    """Apply a presence.changed event if it is the newest; True when applied."""
+    stmt = insert(presence).values(
+        user_id=state.user_id,
+        state=state.state,
+        last_seen=state.last_seen,
+        connections=state.connections,
+        version_at=version_at,
+    )
+    result = await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[presence.c.user_id],
+            set_={
+                "state": stmt.excluded.state,
+                "last_seen": stmt.excluded.last_seen,
+                "connections": stmt.excluded.connections,
+                "version_at": stmt.excluded.version_at,
+            },
+            where=presence.c.version_at <= stmt.excluded.version_at,
+        ).returning(presence.c.user_id)
+    )
+    return result.first() is not None
+
+
+async def recheck_deferred(*, session: AsyncSession, user_id: uuid.UUID, reason: str, now: datetime) -> bool:
+    """Work deferred for ``reason`` (they were active, we did not know them yet) is due again now.
+
+    Rows still undecided (no reason yet) are matched too: if the scheduler holds one right now,
+    this waits for its commit and then re-checks the row's new version, so a deferral decided
+    concurrently from stale data is not left waiting for its full retry time.
+    """
+    result = await session.execute(
+        update(threads)
+        .where(
+            threads.c.recipient_id == user_id,
+            threads.c.due_at.is_not(None),
+            or_(threads.c.defer_reason == reason, threads.c.defer_reason.is_(None)),
+        )
+        .values(due_at=case((threads.c.defer_reason == reason, now), else_=threads.c.due_at))
+        .returning(threads.c.defer_reason)
+    )
+    return any(r == reason for (r,) in result.all())
+
+
+async def _lock_thread(
+    session: AsyncSession, recipient_id: uuid.UUID, conversation_id: uuid.UUID
+) -> RowMapping:
+    await session.execute(
+        insert(threads)
+        .values(recipient_id=recipient_id, conversation_id=conversation_id)
+        .on_conflict_do_nothing()
+    )
+    row = (
+        (
+            await session.execute(
+                select(threads)
+                .where(threads.c.recipient_id == recipient_id, threads.c.conversation_id == conversation_id)
+                .with_for_update()
+            )
+        )
+        .mappings()
+        .one()
+    )
+    return row
+
+
+async def record_unread(
+    *,
+    session: AsyncSession,
+    message: MessageUnreadPayload,
+    now: datetime,
+    grace: timedelta,
+    max_window: timedelta,
+) -> bool:
+    """Open or extend the pending window of (recipient, conversation); False if already read."""
+    thread = await _lock_thread(session, message.recipient_id, message.conversation_id)
+    if message.seq <= thread["read_seq"]:
+        return False
+    tombstone = await session.execute(
+        select(message_tombstones.c.message_id).where(message_tombstones.c.message_id == message.message_id)
+    )
+    if tombstone.first() is not None:
+        return False  # deleted before we even heard of it
+    await session.execute(
+        insert(unread_messages)
+        .values(
+            recipient_id=message.recipient_id,
+            conversation_id=message.conversation_id,
+            seq=message.seq,
+            message_id=message.message_id,
+            sender_id=message.sender_id,
+            sender_name=message.sender_name,
+            body=message.body[:2000],
+            created_at=message.created_at,
+        )
+        .on_conflict_do_nothing()
+    )
+    if thread["due_at"] is None:
+        values: dict[str, Any] = {"opened_at": now, "due_at": now + grace, "defer_reason": None}
+    else:
+        # Extend for a burst, but never past the maximum window; a later deferral stays as it is.
+        opened = thread["opened_at"] or now
+        values = {"due_at": max(thread["due_at"], min(now + grace, opened + max_window))}
+    await session.execute(
+        update(threads)
+        .where(
+            threads.c.recipient_id == message.recipient_id,
+            threads.c.conversation_id == message.conversation_id,
+        )
+        .values(**values)
+    )
+    return True
+
+
+async def apply_read(
+    *, session: AsyncSession, conversation_id: uuid.UUID, reader_id: uuid.UUID, seq: int
+) -> bool:
+    """Move the read position; True when this closed a pending window (nothing left to tell)."""
+    thread = await _lock_thread(session, reader_id, conversation_id)
+    if seq <= thread["read_seq"]:
+        return False
+    await session.execute(
+        delete(unread_messages).where(
+            unread_messages.c.recipient_id == reader_id,
+            unread_messages.c.conversation_id == conversation_id,
+            unread_messages.c.seq <= seq,
+        )
+    )
+    remaining = (
+        await session.execute(
+            select(func.count())
+            .select_from(unread_messages)
+            .where(
+                unread_messages.c.recipient_id == reader_id,
+                unread_messages.c.conversation_id == conversation_id,
+                unread_messages.c.deleted.is_(False),
+            )
+        )
+    ).scalar_one()
+    closes = remaining == 0 and thread["due_at"] is not None
+    values: dict[str, Any] = {"read_seq": seq, "cooldown_level": min(thread["cooldown_level"], 1)}
+    if remaining == 0:
+        values.update(due_at=None, defer_reason=None, opened_at=None)
+    await session.execute(
+        update(threads)
+        .where(threads.c.recipient_id == reader_id, threads.c.conversation_id == conversation_id)
+        .values(**values)
+    )
+    return closes
+
+
+async def apply_message_update(*, session: AsyncSession, message: MessagePayload) -> None:
+    """Edits change what a digest quotes; deletions take the message out of it (even if early)."""
+    if message.deleted_at is not None:
+        await session.execute(
+            insert(message_tombstones)
+            .values(message_id=message.message_id, deleted_at=message.deleted_at)
+            .on_conflict_do_nothing()
+        )
+    await session.execute(
+        update(unread_messages)
+        .where(unread_messages.c.message_id == message.message_id)
+        .values(body=message.body[:2000], deleted=message.deleted_at is not None)
+    )
+
+
+# --- scheduling --------------------------------------------------------------
+
+
+async def claim_due_threads(*, session: AsyncSession, now: datetime, limit: int) -> Sequence[RowMapping]:
+    """Lock due threads; another replica skips them (and never waits) until this transaction ends."""
+    result = await session.execute(
+        select(threads)
+        .where(threads.c.due_at.is_not(None), threads.c.due_at <= now)
+        .order_by(threads.c.due_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return result.mappings().all()
+
+
+async def next_due_at(*, session: AsyncSession) -> datetime | None:
+    result = await session.execute(select(func.min(threads.c.due_at)))
+    value: datetime | None = result.scalar_one_or_none()
+    return value
+
+
+async def load_recipient(*, session: AsyncSession, user_id: uuid.UUID) -> Recipient | None:
+    row = (
+        (await session.execute(select(recipients).where(recipients.c.user_id == user_id))).mappings().first()
+    )
+    if row is None:
+        return None
+    return Recipient(
+        user_id=row["user_id"],
+        display_name=row["display_name"] or row["username"],
+        role=row["role"],
+        email=row["email"],
+        phone=row["phone"],
+        email_enabled=row["email_enabled"],
+        sms_enabled=row["sms_enabled"],
+        quiet_start=row["quiet_start"],
+        quiet_end=row["quiet_end"],
+        timezone=row["timezone"],
+    )
+
+
+async def load_presence(*, session: AsyncSession, user_id: uuid.UUID) -> Presence | None:
+    row = (await session.execute(select(presence).where(presence.c.user_id == user_id))).mappings().first()
+    return None if row is None else Presence(state=row["state"], last_seen=row["last_seen"])
+
+
+async def load_thread(*, session: AsyncSession, row: RowMapping) -> Thread:
+    result = await session.execute(
+        select(unread_messages)
+        .where(
+            unread_messages.c.recipient_id == row["recipient_id"],
+            unread_messages.c.conversation_id == row["conversation_id"],
+        )
+        .order_by(unread_messages.c.seq)
+    )
+    unread = tuple(
+        UnreadMessage(
+            seq=m["seq"],
+            sender_id=m["sender_id"],
+            sender_name=m["sender_name"],
+            body=m["body"],
+            created_at=m["created_at"],
+            deleted=m["deleted"],
+        )
+        for m in result.mappings()
+    )
+    return Thread(
+        recipient_id=row["recipient_id"],
+        conversation_id=row["conversation_id"],
+        opened_at=row["opened_at"],
+        read_seq=row["read_seq"],
+        last_notified_at=row["last_notified_at"],
+        cooldown_level=row["cooldown_level"],
+        unread=unread,
+    )
+
+
+async def update_thread(
+    *, session: AsyncSession, recipient_id: uuid.UUID, conversation_id: uuid.UUID, **values: Any
+) -> None:
+    await session.execute(
+        update(threads)
+        .where(threads.c.recipient_id == recipient_id, threads.c.conversation_id == conversation_id)
+        .values(**values)
+    )
+
+
+async def thread_read_seq(
+    *, session: AsyncSession, recipient_id: uuid.UUID, conversation_id: uuid.UUID
+) -> int:
+    result = await session.execute(
+        select(threads.c.read_seq).where(
+            threads.c.recipient_id == recipient_id, threads.c.conversation_id == conversation_id
+        )
+    )
+    return int(result.scalar_one_or_none() or 0)
+
+
+# --- the notification log ----------------------------------------------------
+
+
+async def insert_notification(*, session: AsyncSession, **values: Any) -> bool:
+    """Record a decision under its idempotency key; False when that decision was already taken."""
+    values.setdefault("id", uuid.uuid4())
+    result = await session.execute(
+        insert(notifications)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=[notifications.c.idempotency_key])
+        .returning(notifications.c.id)
+    )
+    return result.first() is not None
+
+
+async def claim_sendable(
+    *, session: AsyncSession, limit: int, lease: timedelta, max_priority: int | None = None
+) -> Sequence[RowMapping]:
+    """Take queued work, or work whose sender vanished (lease expired), most urgent first.
+
+    Leases use the database clock so every replica agrees on them.
+    """
+    candidates = (
+        select(notifications.c.id)
+        .where(
+            or_(
+                notifications.c.status == "queued",
+                and_(notifications.c.status == "sending", notifications.c.lease_until < func.now()),
+            )
+        )
+        .order_by(notifications.c.priority, notifications.c.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    if max_priority is not None:
+        candidates = candidates.where(notifications.c.priority <= max_priority)
+    result = await session.execute(
+        update(notifications)
+        .where(notifications.c.id.in_(candidates.scalar_subquery()))
+        .values(status="sending", lease_until=func.now() + lease)
+        .returning(*notifications.c)
+    )
+    return sorted(result.mappings().all(), key=lambda r: (r["priority"], r["created_at"]))
+
+
+async def record_attempt(
+    *,
+    session: AsyncSession,
+    notification_id: uuid.UUID,
+    channel: str,
+    status: str,
+    provider_id: str | None = None,
+    error: str | None = None,
+) -> int:
+    """Count an attempt on the notification and keep its row; returns the attempt number."""
+    number = (
+        await session.execute(
+            update(notifications)
+            .where(notifications.c.id == notification_id)
+            .values(attempts=notifications.c.attempts + 1)
+            .returning(notifications.c.attempts)
+        )
+    ).scalar_one()
+    await session.execute(
+        insert(attempts).values(
+            notification_id=notification_id,
+            attempt=number,
+            channel=channel,
+            status=status,
+            provider_id=provider_id,
+            error=error,
+        )
+    )
+    return int(number)
+
+
+async def finish_notification(
+    *, session: AsyncSession, notification_id: uuid.UUID, status: str, **values: Any
+) -> None:
+    """Close a notification; secrets (OTP text) are dropped once they are no longer needed."""
+    await session.execute(
+        update(notifications)
+        .where(notifications.c.id == notification_id)
+        .values(status=status, lease_until=None, **values)
+    )
+
+
+async def recent_notifications(
+    *,
+    session: AsyncSession,
+    limit: int,
+    recipient_id: uuid.UUID | None = None,
+    status: str | None = None,
+) -> Sequence[RowMapping]:
+    stmt = select(
+        notifications.c.id,
+        notifications.c.kind,
+        notifications.c.recipient_id,
+        notifications.c.conversation_id,
+        notifications.c.channel,
+        notifications.c.destination,
+        notifications.c.status,
+        notifications.c.reason,
+        notifications.c.attempts,
+        notifications.c.provider_id,
+        notifications.c.message_count,
+        notifications.c.created_at,
+        notifications.c.sent_at,
+    ).order_by(notifications.c.created_at.desc())
+    if recipient_id is not None:
+        stmt = stmt.where(notifications.c.recipient_id == recipient_id)
+    if status is not None:
+        stmt = stmt.where(notifications.c.status == status)
+    return (await session.execute(stmt.limit(limit))).mappings().all()
+
+
+async def pending_threads(
+    *, session: AsyncSession, limit: int, recipient_id: uuid.UUID | None = None
+) -> Sequence[RowMapping]:
+    stmt = (
+        select(
+            threads.c.recipient_id,
+            threads.c.conversation_id,
+            threads.c.due_at,
+            threads.c.defer_reason,
+            threads.c.cooldown_level,
+            threads.c.last_notified_at,
+        )
+        .where(threads.c.due_at.is_not(None))
+        .order_by(threads.c.due_at)
+    )
+    if recipient_id is not None:
+        stmt = stmt.where(threads.c.recipient_id == recipient_id)
+    return (await session.execute(stmt.limit(limit))).mappings().all()
+
+
+async def attempts_of(*, session: AsyncSession, notification_id: uuid.UUID) -> Sequence[RowMapping]:
+    result = await session.execute(
+        select(attempts).where(attempts.c.notification_id == notification_id).order_by(attempts.c.attempt)
+    )
+    return result.mappings().all()

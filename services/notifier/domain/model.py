@@ -1,0 +1,95 @@
+"""Plain values the rules decide on: who the recipient is, where they are, what is unread."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+Channel = Literal["email", "sms"]
+SuppressReason = Literal["read", "deleted", "preference", "unknown_recipient"]
+DeferReason = Literal["active", "cooldown", "quiet_hours", "unknown_recipient"]
+
+
+@dataclass(frozen=True)
+class Recipient:
+    user_id: uuid.UUID
+    display_name: str
+    role: str = "USER"
+    email: str | None = None  # verified only
+    phone: str | None = None  # verified only, E.164
+    email_enabled: bool = True
+    sms_enabled: bool = False
+    quiet_start: str | None = None  # "22:00" local
+    quiet_end: str | None = None
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class Presence:
+    state: str  # active | idle | offline
+    last_seen: datetime
+
+
+@dataclass(frozen=True)
+class UnreadMessage:
+    seq: int
+    sender_id: uuid.UUID
+    sender_name: str | None
+    body: str
+    created_at: datetime
+    deleted: bool = False
+
+
+@dataclass(frozen=True)
+class Thread:
+    """One (recipient, conversation) pair: read position, escalation and what is still unread."""
+
+    recipient_id: uuid.UUID
+    conversation_id: uuid.UUID
+    read_seq: int = 0
+    last_notified_at: datetime | None = None
+    cooldown_level: int = 0  # notifications sent since the last reset
+    unread: tuple[UnreadMessage, ...] = ()
+    opened_at: datetime | None = None  # when the current pending window opened
+
+    def visible_unread(self) -> tuple[UnreadMessage, ...]:
+        return tuple(m for m in self.unread if m.seq > self.read_seq and not m.deleted)
+
+
+@dataclass(frozen=True)
+class Policy:
+    idle_after: timedelta = timedelta(minutes=5)
+    presence_stale: timedelta = timedelta(minutes=15)
+    active_recheck: timedelta = timedelta(minutes=1)
+    cooldowns: tuple[timedelta, ...] = (timedelta(minutes=10), timedelta(hours=1), timedelta(hours=24))
+    cooldown_reset: timedelta = timedelta(hours=48)
+    # A message can overtake its recipient's user.registered; wait for it this long, then give up.
+    unknown_recipient_retry: timedelta = timedelta(seconds=30)
+    unknown_recipient_give_up: timedelta = timedelta(hours=1)
+    channels: dict[str, tuple[Channel, ...]] = field(
+        default_factory=lambda: {"USER": ("email", "sms"), "ADMIN": ("email",)}
+    )
+    fallback: dict[str, bool] = field(default_factory=lambda: {"USER": True, "ADMIN": True})
+
+
+@dataclass(frozen=True)
+class Send:
+    channel: Channel
+    destination: str
+    messages: tuple[UnreadMessage, ...]
+
+
+@dataclass(frozen=True)
+class Suppress:
+    reason: SuppressReason
+
+
+@dataclass(frozen=True)
+class Defer:
+    until: datetime
+    reason: DeferReason
+
+
+Decision = Send | Suppress | Defer

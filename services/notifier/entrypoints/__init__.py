@@ -1,0 +1,1 @@
+"""Transport: the AMQP consumer, the support RPC and the HTTP routes."""

@@ -1,0 +1,1 @@
+"""Use cases: apply events, decide due work, deliver it."""

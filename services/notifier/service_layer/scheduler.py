@@ -1,0 +1,172 @@
+"""Claim due pending threads and decide at send time: one digest, a final suppression, or a deferral."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.notifier.adapters import repository as repo
+from services.notifier.domain.digest import conversation_link, render_digest_email, render_digest_sms
+from services.notifier.domain.model import Decision, Defer, Policy, Send, Suppress
+from services.notifier.domain.rules import decide, effective_level
+from services.notifier.metrics import SUPPRESSED
+from services.notifier.service_layer.events import PRIORITY_DIGEST
+from services.notifier.service_layer.failpoints import AFTER_DECISION, Failpoints
+from services.notifier.service_layer.ports import Clock
+from shared.db import transaction
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class DigestSettings:
+    frontend_url: str
+    unsubscribe: str
+    max_items: int = 10
+
+
+class Scheduler:
+    """Runs in every replica; ``FOR UPDATE SKIP LOCKED`` keeps them off each other's rows."""
+
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        policy: Policy,
+        digest: DigestSettings,
+        clock: Clock,
+        failpoints: Failpoints,
+        on_queued: Callable[[], None],
+        poll_s: float = 1.0,
+        batch_size: int = 50,
+    ) -> None:
+        self.sessions = sessions
+        self.policy = policy
+        self.digest = digest
+        self.clock = clock
+        self.failpoints = failpoints
+        self.on_queued = on_queued
+        self.poll_s = poll_s
+        self.batch_size = batch_size
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="notifier-scheduler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                while await self.run_once() >= self.batch_size:
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("scheduler_failed", error=type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+            self._wake.clear()
+
+    async def run_once(self) -> int:
+        """Decide every due thread of one batch in one transaction; returns how many were due."""
+        now = self.clock()
+        queued = 0
+        async with transaction(self.sessions) as session:
+            rows = await repo.claim_due_threads(session=session, now=now, limit=self.batch_size)
+            for row in rows:
+                queued += await self._decide_one(session, row, now)
+        if queued:
+            self.failpoints.hit(AFTER_DECISION)
+            self.on_queued()
+        return len(rows)
+
+    async def _decide_one(self, session: AsyncSession, row: RowMapping, now: datetime) -> int:
+        recipient_id, conversation_id = row["recipient_id"], row["conversation_id"]
+        thread = await repo.load_thread(session=session, row=row)
+        recipient = await repo.load_recipient(session=session, user_id=recipient_id)
+        presence = await repo.load_presence(session=session, user_id=recipient_id)
+        decision: Decision = decide(
+            now=now, recipient=recipient, presence=presence, thread=thread, policy=self.policy
+        )
+        keys = {"session": session, "recipient_id": recipient_id, "conversation_id": conversation_id}
+        if isinstance(decision, Defer):
+            SUPPRESSED.labels(decision.reason).inc()
+            await repo.update_thread(**keys, due_at=decision.until, defer_reason=decision.reason)
+            return 0
+        max_seq = max((m.seq for m in thread.unread), default=thread.read_seq)
+        if isinstance(decision, Suppress):
+            SUPPRESSED.labels(decision.reason).inc()
+            await repo.insert_notification(
+                session=session,
+                idempotency_key=f"digest:{recipient_id}:{conversation_id}:{max_seq}:{decision.reason}",
+                kind="digest",
+                priority=PRIORITY_DIGEST,
+                recipient_id=recipient_id,
+                conversation_id=conversation_id,
+                message_count=len(thread.visible_unread()),
+                max_seq=max_seq,
+                status="suppressed",
+                reason=decision.reason,
+                created_at=now,
+            )
+            await repo.update_thread(**keys, due_at=None, defer_reason=None, opened_at=None)
+            return 0
+        assert isinstance(decision, Send) and recipient is not None
+        link = conversation_link(self.digest.frontend_url, conversation_id)
+        content: dict[str, Any]
+        if decision.channel == "email":
+            rendered = render_digest_email(
+                recipient_name=recipient.display_name,
+                messages=decision.messages,
+                link=link,
+                unsubscribe=self.digest.unsubscribe,
+                max_items=self.digest.max_items,
+            )
+            content = {"subject": rendered.subject, "body_text": rendered.text, "body_html": rendered.html}
+        else:
+            content = {"body_text": render_digest_sms(messages=decision.messages, link=link)}
+        sent_seq = max(m.seq for m in decision.messages)
+        inserted = await repo.insert_notification(
+            session=session,
+            idempotency_key=f"digest:{recipient_id}:{conversation_id}:{sent_seq}",
+            kind="digest",
+            priority=PRIORITY_DIGEST,
+            recipient_id=recipient_id,
+            conversation_id=conversation_id,
+            channel=decision.channel,
+            destination=decision.destination,
+            message_count=len(decision.messages),
+            max_seq=sent_seq,
+            first_message_at=min(m.created_at for m in decision.messages),
+            status="queued",
+            created_at=now,
+            **content,
+        )
+        level = effective_level(thread.cooldown_level, thread.last_notified_at, now, self.policy)
+        await repo.update_thread(
+            **keys,
+            due_at=None,
+            defer_reason=None,
+            opened_at=None,
+            last_notified_at=now,
+            notified_seq=sent_seq,
+            cooldown_level=level + 1,
+        )
+        return 1 if inserted else 0

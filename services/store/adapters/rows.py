@@ -1,0 +1,159 @@
+"""Outbox rows the store writes: events for other services, frames for the gateways.
+
+A delivery row is one publish reaching every participant: routed by the first
+participant's key with the others in the ``CC`` header (RabbitMQ
+sender-selected distribution). Its body is the WebSocket frame, encoded once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Row, insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.store.adapters.tables import outbox
+from services.store.domain.rules import ConversationState
+from shared.commands import (
+    DELIVERY_CONVERSATION_HEADER,
+    DELIVERY_SEQ_HEADER,
+    DELIVERY_TO_HEADER,
+    ConversationView,
+    MessageView,
+    encode_frame,
+    user_key,
+)
+from shared.events import ConversationPayload, EventBase, MessagePayload
+from shared.messaging.topology import Topology
+
+OutboxValues = dict[str, Any]
+
+
+class Rows:
+    """Builds outbox rows for one topology."""
+
+    def __init__(self, topology: Topology) -> None:
+        self.events_exchange = topology.events_exchange
+        self.delivery_exchange = topology.delivery_exchange
+
+    def event(self, event: EventBase) -> OutboxValues:
+        return {
+            "exchange": self.events_exchange,
+            "routing_key": event.type,  # type: ignore[attr-defined]
+            "body": event.to_json(),
+            "message_id": str(event.id),
+            "persistent": True,
+            "headers": None,
+        }
+
+    def delivery(
+        self,
+        frame: bytes,
+        to: Iterable[uuid.UUID],
+        *,
+        conversation_id: uuid.UUID | None = None,
+        seq: int | None = None,
+    ) -> OutboxValues:
+        recipients = [str(u) for u in dict.fromkeys(to)]
+        headers: dict[str, Any] = {DELIVERY_TO_HEADER: recipients}
+        if len(recipients) > 1:
+            headers["CC"] = [user_key(u) for u in recipients[1:]]
+        if conversation_id is not None:
+            headers[DELIVERY_CONVERSATION_HEADER] = str(conversation_id)
+        if seq is not None:
+            headers[DELIVERY_SEQ_HEADER] = seq
+        # Gateway queues are transient; a lost frame is recovered by the client's resume.
+        return {
+            "exchange": self.delivery_exchange,
+            "routing_key": user_key(recipients[0]),
+            "body": frame,
+            "message_id": None,
+            "persistent": False,
+            "headers": headers,
+        }
+
+
+async def write_outbox(conn: AsyncConnection, rows: list[OutboxValues]) -> None:
+    """Insert the rows (one prepared statement, pipelined), inside the caller's transaction."""
+    if rows:
+        await conn.execute(insert(outbox), rows)
+
+
+def message_view(row: Row[Any]) -> MessageView:
+    return MessageView(
+        message_id=row.id,
+        conversation_id=row.conversation_id,
+        seq=row.seq,
+        sender_id=row.sender_id,
+        client_id=row.client_id,
+        body=row.body,
+        created_at=row.created_at,
+        edited_at=row.edited_at,
+        deleted_at=row.deleted_at,
+    )
+
+
+def message_payload(view: MessageView) -> MessagePayload:
+    return MessagePayload(**view.model_dump())
+
+
+def conversation_payload(conv: ConversationView) -> ConversationPayload:
+    return ConversationPayload(
+        conversation_id=conv.conversation_id,
+        user_id=conv.user_id,
+        admin_id=conv.admin_id,
+        subject=conv.subject,
+        status=conv.status,
+        last_seq=conv.last_seq,
+    )
+
+
+def conversation_frame(payload: ConversationPayload) -> bytes:
+    """What both participants (and a former assignee) see of a conversation change."""
+    return encode_frame("conversation.updated", payload.model_dump(mode="json"))
+
+
+def state_of(row: Row[Any]) -> ConversationState:
+    return ConversationState(
+        id=row.id,
+        user_id=row.user_id,
+        admin_id=row.admin_id,
+        status=row.status,
+        subject=row.subject,
+        last_seq=row.last_seq,
+        flood_window_start=row.flood_window_start,
+        flood_count=row.flood_count,
+        user_read_seq=row.user_read_seq,
+        admin_read_seq=row.admin_read_seq,
+        user_unread=row.user_unread,
+        admin_unread=row.admin_unread,
+    )
+
+
+def conversation_view(row: Row[Any], me: uuid.UUID) -> ConversationView:
+    """A conversation as one participant sees it (their read position and unread count)."""
+    if me == row.user_id:
+        read_seq, unread, other = row.user_read_seq, row.user_unread, row.admin_read_seq
+    else:
+        read_seq, unread, other = row.admin_read_seq, row.admin_unread, row.user_read_seq
+    mapping = row._mapping
+    return ConversationView(
+        conversation_id=row.id,
+        user_id=row.user_id,
+        admin_id=row.admin_id,
+        subject=row.subject,
+        status=row.status,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        last_activity_at=row.last_activity_at,
+        last_seq=row.last_seq,
+        last_message_preview=row.last_message_preview,
+        read_seq=read_seq,
+        unread=unread,
+        other_read_seq=other,
+        counterpart_id=mapping.get("counterpart_id"),
+        counterpart_name=mapping.get("counterpart_name"),
+        counterpart_presence=mapping.get("counterpart_presence") or "offline",
+    )

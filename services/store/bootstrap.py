@@ -1,0 +1,84 @@
+"""Build the store's workers from settings: the only place that picks concrete adapters."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.store.adapters.relay import HeaderOutboxRelay
+from services.store.adapters.tables import outbox
+from services.store.entrypoints.consumers import StoreConsumer
+from services.store.entrypoints.rpc import handlers
+from services.store.service import StoreService
+from services.store.settings import StoreSettings
+from shared.db import asyncpg_dsn, make_engine
+from shared.messaging.connection import Broker
+from shared.messaging.rpc import RpcServer
+from shared.messaging.topology import Topology
+from shared.settings import CommonSettings
+
+
+@dataclass
+class Store:
+    engine: AsyncEngine
+    broker: Broker
+    service: StoreService
+    relay: HeaderOutboxRelay
+    rpc: RpcServer
+    consumer: StoreConsumer
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        await self.broker.start()
+        self.tasks.append(asyncio.create_task(self.relay.run()))
+        await self.consumer.start()
+        await self.rpc.start()
+
+    async def stop(self) -> None:
+        await self.rpc.stop()
+        await self.consumer.stop()
+        for task in self.tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.broker.close()
+        await self.engine.dispose()
+
+
+def build_store(common: CommonSettings, settings: StoreSettings) -> Store:
+    topology = Topology(prefix=common.amqp_prefix, delivery_limit=common.amqp_delivery_limit)
+    engine = make_engine(common.database_url, pool_size=settings.db_pool_size)
+    broker = Broker(
+        common.amqp_url,
+        topology,
+        service="store",
+        heartbeat_s=common.amqp_heartbeat_s,
+        prefetch=settings.rpc_prefetch,
+    )
+    relay = HeaderOutboxRelay(
+        engine,
+        outbox,
+        _LazyPublisher(broker),
+        dsn=asyncpg_dsn(common.database_url),
+        poll_interval_s=common.outbox_poll_interval_s,
+    )
+    service = StoreService(engine, settings, topology, on_commit=relay.wake)
+    consumer = StoreConsumer(
+        broker, engine, service.rows, fanout_cap=settings.presence_fanout_cap, on_commit=relay.wake
+    )
+    rpc = RpcServer(broker, "store", handlers(service))
+    return Store(engine, broker, service, relay, rpc, consumer)
+
+
+class _LazyPublisher:
+    """The broker's confirm publisher, looked up when first used (it exists only after start)."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+
+    async def publish(self, *args: Any, **kwargs: Any) -> None:
+        await self.broker.publisher.publish(*args, **kwargs)

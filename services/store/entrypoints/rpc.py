@@ -1,0 +1,55 @@
+"""RPC entry point: decode params with the contract's request model, call the use case, map errors."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from services.store.domain.rules import DomainError
+from services.store.service import StoreService
+from shared.commands import METHODS, Actor, Model
+from shared.messaging.rpc import Handler, RpcError
+
+
+def _wrap(name: str, use_case: Callable[[Actor, Any], Awaitable[BaseModel]]) -> Handler:
+    request_model = METHODS[name][0]
+
+    async def handle(params: dict[str, Any], actor_raw: dict[str, Any]) -> Any:
+        try:
+            actor = Actor.model_validate(actor_raw)
+        except ValidationError:
+            raise RpcError("unauthorized", "no valid actor", status=401) from None
+        try:
+            request: Model = request_model.model_validate(params)
+        except ValidationError as exc:
+            fields = ", ".join(".".join(str(p) for p in e["loc"]) or "params" for e in exc.errors())
+            raise RpcError("invalid", f"invalid: {fields}", status=422) from None
+        try:
+            result = await use_case(actor, request)
+        except DomainError as exc:
+            raise RpcError(exc.code, exc.message, status=exc.status, **exc.extra) from None
+        return result.model_dump(mode="json")
+
+    return handle
+
+
+def handlers(service: StoreService) -> dict[str, Handler]:
+    """Every method of ``shared.commands.METHODS``, bound to its use case."""
+    table: dict[str, Callable[[Actor, Any], Awaitable[BaseModel]]] = {
+        "conversation.open": service.open_conversation,
+        "conversation.list": service.list_conversations,
+        "conversation.inbox": service.inbox,
+        "conversation.get": service.get_conversation,
+        "conversation.update": service.update_conversation,
+        "message.send": service.send_message,
+        "message.edit": service.edit_message,
+        "message.delete": service.delete_message,
+        "message.history": service.history,
+        "message.read": service.mark_read,
+        "message.search": service.search,
+        "sync": service.sync,
+    }
+    assert set(table) == set(METHODS), "every contract method needs a handler"
+    return {name: _wrap(name, use_case) for name, use_case in table.items()}

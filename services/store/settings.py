@@ -1,0 +1,36 @@
+"""Store settings (prefix ``STORE_``)."""
+
+from __future__ import annotations
+
+import uuid
+from functools import lru_cache
+from typing import Literal
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class StoreSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STORE_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8002
+    max_body_chars: int = 4000
+    # Messages per minute one conversation accepts; the next one answers ``flood_limited``.
+    flood_cap_per_minute: int = 60
+    # A user's message in a CLOSED consultation reopens it (else: ``conversation_closed``).
+    reopen_on_user_message: bool = True
+    # "assigned": an admin sees conversations assigned to them (and unassigned ones);
+    # "all": every admin sees every conversation.
+    admin_scope: Literal["assigned", "all"] = "assigned"
+    # Assign every new consultation to this administrator instead of the least-loaded one.
+    fixed_admin_id: uuid.UUID | None = None
+    max_batch: int = 256  # sends per group-commit transaction
+    max_flushes_in_flight: int = 4  # concurrent group-commit transactions per replica
+    rpc_prefetch: int = 128  # concurrent RPC requests per replica (what a group commit can gather)
+    db_pool_size: int = 10
+    presence_fanout_cap: int = 2000  # counterparts told about one presence change
+
+
+@lru_cache
+def get_settings() -> StoreSettings:
+    return StoreSettings()

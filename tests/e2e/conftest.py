@@ -1,0 +1,110 @@
+"""The whole system as real processes: auth, store, notifier and gateway on loopback ports."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+
+from tests.support.processes import ROOT, ServiceProcess, service
+
+ADMIN_PASSWORD = "admin-Passw0rd-e2e"  # noqa: S105 - a test fixture's throwaway credential
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    processes: dict[str, ServiceProcess] = field(default_factory=dict)
+    admin_username: str = ""
+    admin_email: str = ""
+
+    @property
+    def auth(self) -> str:
+        return self.processes["auth"].url
+
+    @property
+    def gateway(self) -> str:
+        return self.processes["gateway"].url
+
+    @property
+    def ws(self) -> str:
+        return self.gateway.replace("http://", "ws://") + "/ws"
+
+    async def restart(self, name: str, *, kill: bool = False) -> None:
+        process = self.processes[name]
+        process.kill() if kill else process.stop()
+        process.start()
+        await process.wait_ready()
+
+    async def register(self, client: httpx.AsyncClient, username: str, **extra: str) -> dict[str, object]:
+        response = await client.post(
+            f"{self.auth}/auth/register",
+            json={"username": username, "password": f"{username}-long-secret-9", **extra},
+        )
+        assert response.status_code == 201, response.text
+        body: dict[str, object] = response.json()
+        return body
+
+    async def login(self, client: httpx.AsyncClient, login: str, password: str) -> str:
+        response = await client.post(f"{self.auth}/auth/login", json={"login": login, "password": password})
+        assert response.status_code == 200, response.text
+        return str(response.json()["access_token"])
+
+
+def ensure_admin(env: dict[str, str], username: str, email: str) -> None:
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.auth.cli",
+            "ensure-admin",
+            "--username",
+            username,
+            "--password",
+            ADMIN_PASSWORD,
+            "--email",
+            email,
+        ],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture(scope="session")
+async def stack(common_env: dict[str, str], run_id: str) -> AsyncIterator[Stack]:
+    env = {
+        **common_env,
+        "CHAT_AMQP_PREFIX": f"e2e{run_id}",
+        "NOTIFIER_IDLE_AFTER_S": "2",
+        "AUTH_KEYS_DIR": str(ROOT / "var" / f"test-keys-{run_id}"),
+        "AUTH_RATE_LIMIT_ENABLED": "false",
+        "AUTH_ARGON2_TIME_COST": "1",
+        "AUTH_ARGON2_MEMORY_KIB": "8192",
+    }
+    auth = service("auth", env)
+    env["CHAT_JWKS_URL"] = f"{auth.url}/.well-known/jwks.json"
+    stack = Stack(env=env, admin_username=f"admin{run_id}", admin_email=f"admin{run_id}@example.test")
+    stack.processes = {
+        "auth": service("auth", env, auth.port),
+        "store": service("store", env),
+        "notifier": service("notifier", env),
+        "gateway": service("gateway", env),
+    }
+    await asyncio.to_thread(ensure_admin, env, stack.admin_username, stack.admin_email)
+    try:
+        for process in stack.processes.values():
+            process.start()
+        await asyncio.gather(*(p.wait_ready() for p in stack.processes.values()))
+        yield stack
+    finally:
+        for process in stack.processes.values():
+            process.stop()

@@ -1,0 +1,159 @@
+"""Pending window against the real broker, database and SMTP server: one digest, nothing once read."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from shared.events import MessagePayload, MessageUpdated
+from tests.notifier.conftest import Publish, StartNotifier
+from tests.notifier.helpers import (
+    FakeClock,
+    consumed,
+    notifications_of,
+    presence,
+    read,
+    thread_of,
+    unread,
+    unread_count,
+    user,
+    wait_until,
+)
+from tests.support.smtp import SmtpServer
+
+
+async def test_a_burst_of_20_messages_to_an_offline_recipient_gives_exactly_one_email_listing_them(
+    notifier: StartNotifier, publish: Publish, smtp: SmtpServer, clock: FakeClock
+) -> None:
+    runtime = await notifier(clock=clock, grace_window_s=60, digest_max_items=20)
+    recipient = user(name="Olga Offline")
+    await publish(recipient)
+    rid, conversation = recipient.payload.user_id, uuid.uuid4()
+    for seq in range(1, 21):
+        await publish(unread(rid, conversation, seq, body=f"line {seq}\nsecond line"))
+    await wait_until(lambda: _has(runtime.sessions, rid, 20), what="20 pending messages")
+    assert smtp.sink.to(recipient.payload.email or "") == []  # still inside the grace window
+
+    clock.advance(61)
+    runtime.scheduler.wake()
+    [mail] = await smtp.sink.wait_for(1, to=recipient.payload.email)
+    lines = mail.text().splitlines()
+    assert "20 new messages" in mail.subject
+    for seq in range(1, 21):
+        assert f"- Adam Admin: line {seq}" in lines
+    body = mail.text()
+    assert "second line" not in body  # first lines only
+    assert f"/conversations/{conversation}" in body
+    assert mail.message["Message-ID"].endswith("@chat.localhost>")
+    assert mail.message["Date"] and mail.message["List-Unsubscribe"]
+    assert mail.message.get_body(preferencelist=("html",)) is not None
+
+    # Looking again decides nothing new: still exactly one email.
+    await runtime.scheduler.run_once()
+    await runtime.dispatcher.run_once()
+    assert len(smtp.sink.to(recipient.payload.email or "")) == 1
+    [sent] = await notifications_of(runtime.sessions, rid)
+    assert (sent["status"], sent["message_count"], sent["attempts"]) == ("sent", 20, 1)
+
+
+async def _has(sessions, rid: uuid.UUID, n: int) -> bool:  # type: ignore[no-untyped-def]
+    return await unread_count(sessions, rid) >= n
+
+
+async def test_reading_within_the_window_sends_nothing(
+    notifier: StartNotifier, publish: Publish, smtp: SmtpServer, clock: FakeClock
+) -> None:
+    runtime = await notifier(clock=clock, grace_window_s=60)
+    recipient = user()
+    await publish(recipient)
+    rid = recipient.payload.user_id
+    read_conv, control_conv = uuid.uuid4(), uuid.uuid4()
+    for seq in (1, 2, 3):
+        await publish(unread(rid, read_conv, seq))
+    await publish(unread(rid, control_conv, 1))
+    await publish(read(rid, read_conv, 3))
+
+    async def read_applied() -> bool:
+        thread = await thread_of(runtime.sessions, rid, read_conv)
+        return thread is not None and thread["read_seq"] == 3 and thread["due_at"] is None
+
+    await wait_until(read_applied, what="the read to close the window")
+    clock.advance(120)
+    await runtime.scheduler.run_once()
+    # The unread control conversation proves the window did pass and digests do go out.
+    [mail] = await smtp.sink.wait_for(1, to=recipient.payload.email)
+    assert f"/conversations/{control_conv}" in mail.text()
+    await runtime.dispatcher.run_once()
+    assert len(smtp.sink.to(recipient.payload.email or "")) == 1
+    rows = await notifications_of(runtime.sessions, rid)
+    assert [r["conversation_id"] for r in rows] == [control_conv]
+
+
+async def test_an_idle_but_connected_recipient_is_notified(
+    notifier: StartNotifier, publish: Publish, smtp: SmtpServer, clock: FakeClock
+) -> None:
+    runtime = await notifier(clock=clock, idle_after_s=300)
+    recipient = user(name="Ivan Idle")
+    await publish(recipient)
+    rid = recipient.payload.user_id
+    # Tab open (one live connection) but no activity for ten minutes.
+    idle = presence(rid, "idle", last_seen=clock.now - timedelta(minutes=10), connections=1)
+    await publish(idle)
+    await consumed(runtime.sessions, recipient, idle)
+    await publish(unread(rid, uuid.uuid4(), 1, body="are you there?"))
+    [mail] = await smtp.sink.wait_for(1, to=recipient.payload.email)
+    assert "are you there?" in mail.text()
+
+
+async def test_an_active_recipient_is_not_notified_until_they_go_away(
+    notifier: StartNotifier, publish: Publish, smtp: SmtpServer, clock: FakeClock
+) -> None:
+    runtime = await notifier(clock=clock)
+    recipient = user()
+    await publish(recipient)
+    rid, conversation = recipient.payload.user_id, uuid.uuid4()
+    active = presence(rid, "active", last_seen=clock.now)
+    await publish(active)
+    await consumed(runtime.sessions, recipient, active)
+    await publish(unread(rid, conversation, 1))
+
+    async def deferred() -> bool:
+        thread = await thread_of(runtime.sessions, rid, conversation)
+        return thread is not None and thread["defer_reason"] == "active"
+
+    await wait_until(deferred, what="a deferral because the recipient is active")
+    assert smtp.sink.to(recipient.payload.email or "") == []
+    await publish(presence(rid, "offline", last_seen=clock.now, connections=0))
+    [mail] = await smtp.sink.wait_for(1, to=recipient.payload.email)
+    assert "1 new message" in mail.subject
+
+
+async def test_a_deleted_message_is_not_notified(
+    notifier: StartNotifier, publish: Publish, smtp: SmtpServer, clock: FakeClock
+) -> None:
+    runtime = await notifier(clock=clock, grace_window_s=60)
+    recipient = user()
+    await publish(recipient)
+    rid, conversation = recipient.payload.user_id, uuid.uuid4()
+    event = unread(rid, conversation, 1, body="oops, wrong chat")
+    await publish(event)
+    p = event.payload
+    deletion = MessageUpdated(
+        payload=MessagePayload(
+            message_id=p.message_id,
+            conversation_id=conversation,
+            seq=1,
+            sender_id=p.sender_id,
+            client_id="c1",
+            body="",
+            created_at=p.created_at,
+            deleted_at=clock.now,
+        )
+    )
+    await publish(deletion)
+    await consumed(runtime.sessions, event, deletion)  # in either order: a tombstone covers both
+    clock.advance(61)
+    await runtime.scheduler.run_once()
+    [row] = await notifications_of(runtime.sessions, rid)
+    assert (row["status"], row["reason"]) == ("suppressed", "deleted")
+    assert smtp.sink.to(recipient.payload.email or "") == []
