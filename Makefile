@@ -29,7 +29,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 install: ## create .venv and install the project (only when pyproject.toml changed)
-	@deploy/setup/install.sh
+	@bash deploy/setup/install.sh
 
 infra: install ## check PostgreSQL and RabbitMQ; start them when installed but stopped
 	@$(PY) -m deploy.infra
@@ -41,7 +41,7 @@ run: migrate ## start the four services and the dev mail sink; Ctrl-C stops ever
 	@exec $(PY) -m deploy.launcher $(if $(REPLICAS),--replicas $(REPLICAS)) $(LAUNCHER_ARGS)
 
 browser-deps: ## install Debian's chromium for the browser tests when missing (never a browser download)
-	@deploy/ensure_chromium.sh
+	@bash deploy/ensure_chromium.sh
 
 # No `migrate` here: the test fixtures create, migrate and drop their own database and vhost per run,
 # so two concurrent runs never touch the same objects.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -78,3 +79,35 @@ def depths_dict(depths: list[QueueDepth]) -> dict[str, dict[str, int]]:
 
 def total_backlog(depths: list[QueueDepth]) -> int:
     return sum(d.messages for d in depths)
+
+
+async def dead_letter_reasons(amqp_url: str, queue: str, limit: int = 500) -> dict[str, int]:
+    """Why messages sit in the dead-letter queue: counts by reason, peeked and left in place.
+
+    Messages are fetched without ack and requeued when the channel closes.
+    """
+    import aio_pika
+
+    reasons: dict[str, int] = {}
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        try:
+            dead = await channel.declare_queue(queue, passive=True)
+        except Exception:
+            return reasons
+        for _ in range(limit):
+            message = await dead.get(no_ack=False, fail=False)
+            if message is None:
+                break
+            headers: dict[str, Any] = dict(message.headers or {})
+            reason: Any = headers.get("x-failure-reason")
+            if reason is None:
+                death = headers.get("x-death")
+                first: Any = death[0] if isinstance(death, list) and death else None
+                reason = f"{first.get('reason', '?')} from {first.get('queue', '?')!r}" if first else "?"
+            key = f"{message.routing_key}: {str(reason)[:120]}"
+            reasons[key] = reasons.get(key, 0) + 1
+    finally:
+        await connection.close()
+    return reasons

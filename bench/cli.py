@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bench import api
+from bench.brokerstats import dead_letter_reasons
 from bench.config import PRESETS, BenchConfig
 from bench.context import Context
 from bench.procstat import system_cpu_ticks
@@ -213,7 +214,16 @@ async def _run(
         }
     )
     try:
-        return await run_workloads(ctx, selected)
+        failed = await run_workloads(ctx, selected)
+        try:
+            dead = await dead_letter_reasons(stack.amqp_url, f"{stack.amqp_prefix}.dead")
+        except Exception as exc:  # a diagnostic only
+            dead = {"unavailable": 0}
+            ctx.log(f"dead-letter peek failed: {exc}")
+        writer.write({"kind": "dead_letters", "reasons": dead, "total": sum(dead.values())})
+        if dead:
+            ctx.log(f"dead letters: {dead}")
+        return failed
     finally:
         await client.close()
         await stack.close()

@@ -72,7 +72,11 @@ class Context:
 
     async def queues(self) -> dict[str, Any]:
         depths = await queue_depths(self.stack.vhost)
-        return {"backlog": total_backlog(depths), "queues": depths_dict(depths)}
+        dead_name = f"{self.stack.amqp_prefix}.dead"
+        live = [d for d in depths if d.name != dead_name]
+        dead = sum(d.messages for d in depths if d.name == dead_name)
+        # The backlog is what is still to be processed; dead letters never drain by themselves.
+        return {"backlog": total_backlog(live), "dead_letters": dead, "queues": depths_dict(depths)}
 
     def gateway_rss_kb(self) -> int:
         return sum(s.rss_kb for p in self.stack.service_pids("gateway") if (s := sample(p)) is not None)

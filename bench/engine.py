@@ -170,6 +170,7 @@ class ChatEngine:
                     "conversation_id": conv.conversation_id,
                     "client_id": self.client_id(idx),
                     "body": BODY,
+                    "ref": self.client_id(idx),  # echoed in an error frame, which has no client_id
                 }
             )
             at.append(t)
@@ -241,7 +242,7 @@ class ChatEngine:
             self.other_frames[str(kind)] += 1
 
     def _lookup(self, frame: dict[str, object]) -> int | None:
-        cid = frame.get("client_id")
+        cid = frame.get("client_id") or frame.get("ref")
         if cid is None:
             inner = frame.get("message")
             if isinstance(inner, dict):

@@ -130,15 +130,21 @@ ROLES = (
 CPU_COLUMNS = ("gateway", "store", "notifier", "postgres", "rabbitmq")
 
 
+def _per_msg(rec: dict[str, Any], role: str) -> Any:
+    """Marginal CPU per message (above the idle baseline) when measured, else the plain ratio."""
+    marginal = rec.get("marginal_cpu_ms_per_msg")
+    if isinstance(marginal, dict) and role in marginal:
+        return marginal[role]
+    return _proc(rec, role, "cpu_ms_per_msg")
+
+
 def _system_cpu_per_msg(rec: dict[str, Any]) -> float | None:
-    procs = rec.get("window", {}).get("processes", {})
-    values = [procs[r].get("cpu_ms_per_msg") for r in ROLES[:7] if r in procs]
-    numbers = [v for v in values if isinstance(v, (int, float))]
+    numbers = [v for r in ROLES[:7] if isinstance(v := _per_msg(rec, r), (int, float))]
     return sum(numbers) if numbers else None
 
 
 def _cpu_cells(rec: dict[str, Any]) -> str:
-    cells = [_f(_proc(rec, r, "cpu_ms_per_msg"), 3) for r in CPU_COLUMNS]
+    cells = [_f(_per_msg(rec, r), 3) for r in CPU_COLUMNS]
     cells.append(_f(_system_cpu_per_msg(rec), 3))
     return " | ".join(cells)
 
@@ -181,8 +187,8 @@ def render_summary(records: Iterable[dict[str, Any]]) -> str:
         out += [
             f"## {title}",
             "",
-            "Latency in ms from each message's scheduled send time. CPU in ms per message sent, by process "
-            "(system = all four services, PostgreSQL and RabbitMQ; not the loader).",
+            "Latency in ms from each message's scheduled send time. CPU in ms per acked message above the "
+            "idle baseline, by process (system = services, PostgreSQL and RabbitMQ; not the loader).",
             "",
             "| rate/s | sent | ack p50 / p99 | recipient p50 / p95 / p99 / max | event p50 / p99 | lost "
             "| errors | gateway | store | notifier | postgres | rabbitmq | system ms/msg "
@@ -224,6 +230,16 @@ def render_summary(records: Iterable[dict[str, Any]]) -> str:
             f"{_f(r.get('emails_per_s'))} |",
             "",
         ]
+    dead = next((r for r in recs if r.get("kind") == "dead_letters"), None)
+    if dead and dead.get("total"):
+        out += [
+            "## Dead letters at the end of the run",
+            "",
+            "| routing key: reason | messages |",
+            "|---|---|",
+        ]
+        out += [f"| {k} | {v} |" for k, v in sorted(dead["reasons"].items(), key=lambda kv: -kv[1])]
+        out.append("")
     out += render_targets(recs)
     flagged = [r for r in recs if r.get("loader_flagged")]
     if flagged:

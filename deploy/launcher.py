@@ -34,6 +34,7 @@ SINK_SMTP_PORT = 1025
 SINK_HTTP_PORT = 8025
 DEFAULT_PORT_STEP = 10
 _DEFAULT_PORTS = {**SERVICES, "mail": SINK_HTTP_PORT}
+DEFAULT_ORIGINS = ("http://localhost:8000", "http://127.0.0.1:8000", "http://localhost:3000")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _PR_SET_PDEATHSIG = 1
 
@@ -143,6 +144,16 @@ def _derived_env(specs: Sequence[ProcessSpec], env: Mapping[str, str], service: 
         return derived
     if "auth" in moved and "CHAT_JWKS_URL" not in env:
         derived["CHAT_JWKS_URL"] = f"{moved['auth']}/.well-known/jwks.json"
+    # The web client served by a gateway on another port is another origin: allow it.
+    pages = [s.base_url for s in specs if s.service == "gateway" and s.base_url]
+    if "CHAT_ALLOWED_ORIGINS" not in env and any(not p.endswith(":8000") for p in pages):
+        origins = list(DEFAULT_ORIGINS)
+        for page in pages:
+            port = page.rsplit(":", 1)[1]
+            origins += [
+                o for o in (f"http://127.0.0.1:{port}", f"http://localhost:{port}") if o not in origins
+            ]
+        derived["CHAT_ALLOWED_ORIGINS"] = ",".join(origins)
     if service == "gateway":
         if "mail" in moved and "WEB_MAIL_INBOX_URL" not in env:
             derived["WEB_MAIL_INBOX_URL"] = str(moved["mail"])
@@ -170,9 +181,8 @@ def _die_with_parent() -> None:
 class Child:
     spec: ProcessSpec
     proc: asyncio.subprocess.Process
-    pump: asyncio.Task[None]
+    pump: asyncio.Task[None] | None = None  # copies the child's output, prefixed, to ours
     ready: bool = False
-    tail: list[str] = field(default_factory=list)
 
 
 class Supervisor:
@@ -249,7 +259,7 @@ class Supervisor:
             preexec_fn=_die_with_parent,
             limit=1 << 20,
         )
-        child = Child(spec=spec, proc=proc, pump=asyncio.create_task(asyncio.sleep(0)))
+        child = Child(spec=spec, proc=proc)
         child.pump = asyncio.create_task(self._pump(child))
         self.children.append(child)
         self.log(f"started {spec.name} (pid {proc.pid}): {' '.join(spec.argv[1:])}")
@@ -264,9 +274,7 @@ class Supervisor:
                 raw = await stream.read(1 << 20)
             if not raw:
                 return
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            child.tail = [*child.tail[-19:], line]
-            self.say(child.spec.name, line)
+            self.say(child.spec.name, raw.decode("utf-8", "replace").rstrip("\r\n"))
 
     def _dead(self) -> list[Child]:
         return [c for c in self.children if c.proc.returncode is not None]
@@ -318,8 +326,9 @@ class Supervisor:
 
     async def _report_dead(self, dead: list[Child]) -> None:
         for child in dead:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(child.pump), 1.0)
+            if child.pump is not None:  # let its last words (a traceback) come out first
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(child.pump), 1.0)
             self.log(f"{child.spec.name} exited with code {child.proc.returncode}: stopping everything")
 
     @staticmethod
@@ -349,8 +358,9 @@ class Supervisor:
             # Anything the child left in its own process group (it was the group leader) goes too.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(child.proc.pid, signal.SIGKILL)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(child.pump, 2.0)
+            if child.pump is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(child.pump, 2.0)
         if live:
             self.log("all processes stopped")
 

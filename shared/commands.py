@@ -123,6 +123,28 @@ class SendResult(Model):
     duplicate: bool = False
 
 
+class SendManyItem(Model):
+    actor: Actor
+    request: SendMessage
+
+
+class SendMany(Model):
+    """Several users' sends in one RPC message: the gateway batches under load, never a lone send."""
+
+    items: list[SendManyItem] = Field(min_length=1, max_length=512)
+
+
+class SendOutcome(Model):
+    """One item's answer: ``result`` or ``error`` (``{code, message, status, ...}``)."""
+
+    result: SendResult | None = None
+    error: dict[str, Any] | None = None
+
+
+class SendManyResult(Model):
+    outcomes: list[SendOutcome]  # same order as the items
+
+
 class EditMessage(Model):
     message_id: uuid.UUID
     body: str = Field(min_length=1)
@@ -190,6 +212,7 @@ METHODS: dict[str, tuple[type[Model], type[Model]]] = {
     "conversation.get": (GetConversation, ConversationView),
     "conversation.update": (UpdateConversation, ConversationView),
     "message.send": (SendMessage, SendResult),
+    "message.send_many": (SendMany, SendManyResult),
     "message.edit": (EditMessage, MessageResult),
     "message.delete": (DeleteMessage, MessageResult),
     "message.history": (History, HistoryPage),

@@ -95,7 +95,7 @@ def configure_logging(service: str, level: str = "INFO", json: bool = True) -> N
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level)
-    for noisy in ("aiormq", "aio_pika", "uvicorn.access", "asyncio"):
+    for noisy in ("aiormq", "aio_pika", "uvicorn.access", "uvicorn.error", "httpx", "httpcore", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from bench.connections import Client, close_all, connect_many
@@ -19,6 +20,7 @@ class ChatSession:
     engine: ChatEngine
     clients: list[Client]
     tap: EventTap | None
+    idle_cores: dict[str, float] = field(default_factory=dict)  # per role, connected but silent
 
     async def close(self) -> None:
         if self.tap is not None:
@@ -51,7 +53,36 @@ async def open_session(ctx: Context, *, tap: bool) -> ChatSession:
         )
         await event_tap.start()
     await asyncio.sleep(1.0)  # let presence and delivery bindings settle before the first send
-    return ChatSession(engine, result.clients, event_tap)
+    session = ChatSession(engine, result.clients, event_tap)
+    # What the system costs with everyone connected and nobody talking (timers, heartbeats, pings):
+    # subtracted from each step to give the marginal CPU of a message.
+    meter = await ctx.start_window()
+    await asyncio.sleep(idle_window_s(ctx))
+    idle = await ctx.stop_window(meter)
+    session.idle_cores = {r: g.cpu_ms / 1000.0 / idle.wall_s for r, g in idle.groups.items()}
+    ctx.writer.write(
+        {
+            "workload": "chat",
+            "kind": "idle",
+            "connections": len(result.clients),
+            **ctx.window_record(idle, None),
+        }
+    )
+    return session
+
+
+def idle_window_s(ctx: Context) -> float:
+    return min(10.0, max(1.0, ctx.cfg.w2.duration_s / 3))
+
+
+def marginal_cpu(window: dict[str, Any], idle_cores: dict[str, float], messages: int) -> dict[str, float]:
+    """CPU ms per message above the idle baseline, per role (negative noise clipped to 0)."""
+    out: dict[str, float] = {}
+    wall = float(window["wall_s"])
+    for role, proc in window["processes"].items():
+        extra = float(proc["cpu_ms"]) - idle_cores.get(role, 0.0) * wall * 1000.0
+        out[role] = round(max(0.0, extra) / messages, 4) if messages else 0.0
+    return out
 
 
 async def measured_step(
@@ -78,8 +109,29 @@ async def measured_step(
     record["drained"] = drained
     record["queues_during"] = mid_queues
     record["queues_after"] = after
-    record.update(ctx.window_record(window, record_obj.sent))
+    # Per message that went through the pipeline (acked = committed), not per message offered.
+    processed = record_obj.acked or record_obj.sent
+    record.update(ctx.window_record(window, processed))
+    record["cpu_per_msg_basis"] = "acked" if record_obj.acked else "sent"
+    record["marginal_cpu_ms_per_msg"] = marginal_cpu(record["window"], session.idle_cores, processed)
+    record["other_frames"] = dict(engine.other_frames)
     return record
+
+
+async def settle(ctx: Context, session: ChatSession, step: int, limit_s: float = 90.0) -> float:
+    """Between steps: let late acks, deliveries and broker backlogs finish so a step never starts
+    with the previous one's leftovers. Returns the seconds it took."""
+    start = time.monotonic()
+    deadline = start + limit_s
+    await session.engine.drain(step, limit_s)
+    while time.monotonic() < deadline:
+        if (await ctx.queues())["backlog"] <= SETTLED_BACKLOG:
+            break
+        await asyncio.sleep(2.0)
+    return time.monotonic() - start
+
+
+SETTLED_BACKLOG = 20
 
 
 def describe(record: dict[str, Any]) -> str:

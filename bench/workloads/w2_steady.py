@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench.context import Context
-from bench.workloads.chat import describe, measured_step, open_session
+from bench.workloads.chat import describe, measured_step, open_session, settle
 
 
 async def run(ctx: Context) -> None:
@@ -16,6 +16,7 @@ async def run(ctx: Context) -> None:
             await session.engine.drain(plan.step, cfg.drain_s)
         for rate in cfg.rates:
             record = await measured_step(ctx, session, "W2", rate, cfg.duration_s, cfg.drain_s)
+            record["settle_s"] = round(await settle(ctx, session, len(session.engine.steps) - 1), 1)
             ctx.writer.write(record)
             ctx.log("W2 " + describe(record))
     finally:

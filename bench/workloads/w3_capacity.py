@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.context import Context
-from bench.workloads.chat import describe, measured_step, open_session
+from bench.workloads.chat import describe, measured_step, open_session, settle
 
 
 def verdict(record: dict[str, Any], p99_limit_ms: float) -> str | None:
@@ -21,9 +21,14 @@ def verdict(record: dict[str, Any], p99_limit_ms: float) -> str | None:
         return f"{record['send_failed']} sends on closed connections"
     if p99 is None or p99 != p99 or p99 > p99_limit_ms:
         return f"p99 send→recipient {p99} ms > {p99_limit_ms} ms"
-    backlog = record.get("queues_during", {}).get("backlog", 0)
-    if backlog > record["rate"] * 0.5:
-        return f"broker backlog {backlog} messages during the step"
+    during = record.get("queues_during", {})
+    if during.get("backlog", 0) > record["rate"] * 0.5:
+        grown = {
+            name: q["messages"]
+            for name, q in during.get("queues", {}).items()
+            if not name.endswith(".dead") and q["messages"] > record["rate"] * 0.25
+        }
+        return f"broker queues growing during the step: {grown}"
     return None
 
 
@@ -42,6 +47,8 @@ async def run(ctx: Context) -> None:
             why = verdict(record, cfg.p99_limit_ms)
             record["held"] = why is None
             record["reason"] = why
+            if why is None:
+                record["settle_s"] = round(await settle(ctx, session, len(session.engine.steps) - 1), 1)
             ctx.writer.write(record)
             ctx.log("W3 " + describe(record) + f" held={why is None}")
             if why is not None:

@@ -12,10 +12,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class AuthSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AUTH_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="AUTH_", extra="ignore", populate_by_name=True)
 
     environment: str = Field(
-        default="development", validation_alias=AliasChoices("environment", "CHAT_ENVIRONMENT")
+        default="development", validation_alias=AliasChoices("CHAT_ENVIRONMENT", "AUTH_ENVIRONMENT")
     )
     host: str = "127.0.0.1"
     port: int = 8001

@@ -46,6 +46,9 @@ CLOSE_RATE_LIMIT = 4008
 CLOSE_TOO_SLOW = 4009
 
 
+_EMPTY: deque[Any] = deque(maxlen=0)  # shared by every idle connection; never appended to
+
+
 class Socket(Protocol):
     async def send_text(self, data: str) -> None: ...
     async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
@@ -100,7 +103,7 @@ class Connection:
         self.principal = principal
         self.user = str(principal.user_id)
         self.hub = hub
-        self.queue: deque[Item | ResumeMark] = deque()
+        self.queue: deque[Item | ResumeMark] = _EMPTY  # a real deque only while frames wait
         self._open = False  # live delivery starts at the first client frame (its resume)
         self._gate_timer: asyncio.TimerHandle | None = None
         self.cursors: dict[str, int] = {}  # conversation -> last seq sent on this connection
@@ -122,6 +125,8 @@ class Connection:
         if len(self.queue) >= self.hub.settings.send_buffer_frames:
             self.abort(CLOSE_TOO_SLOW, "too slow: send buffer full")
             return
+        if self.queue is _EMPTY:
+            self.queue = deque()
         self.queue.append(item)
         if self.writer is None and self._open:
             self.writer = asyncio.get_running_loop().create_task(self._drain())
@@ -133,7 +138,7 @@ class Connection:
         if self.closed:
             return
         self.closed = True
-        self.queue.clear()
+        self.queue = _EMPTY
         self.hub.spawn(self._close(code, reason))
 
     async def _close(self, code: int, reason: str) -> None:
@@ -182,6 +187,8 @@ class Connection:
             self.closed = True
         finally:
             self.writer = None
+            if not self.queue:
+                self.queue = _EMPTY  # idle connections keep no buffer
 
     async def _ordered(self, item: Item) -> None:
         conv, seq = item.conversation, item.seq
@@ -282,14 +289,13 @@ class Connection:
     async def _dispatch(self, frame: Any, now: float) -> None:
         if isinstance(frame, SendFrame):
             self.touch(now)
-            result = await self.hub.store.call(
-                "message.send",
+            result = await self.hub.sends.send(
+                self.principal,
                 {
                     "conversation_id": str(frame.conversation_id),
                     "client_id": frame.client_id,
                     "body": frame.body,
                 },
-                self.principal,
             )
             message = result["message"]
             self.say(

@@ -18,10 +18,11 @@ from collections.abc import Coroutine
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
+from prometheus_client import Counter, Gauge
 
 from services.gateway.adapters.deliveries import DeliveryQueue, recipients
 from services.gateway.adapters.presence_repo import PresenceRepository
-from services.gateway.adapters.store_client import StoreClient
+from services.gateway.adapters.store_client import SendBatcher, StoreClient
 from services.gateway.connection import CLOSE_TOKEN_EXPIRED, Connection, Item
 from services.gateway.domain.presence import is_idle
 from services.gateway.settings import GatewaySettings
@@ -31,6 +32,8 @@ from shared.messaging.connection import Broker
 from shared.security import TokenVerifier
 
 log = get_logger(__name__)
+CONNECTIONS = Gauge("chat_gateway_connections", "Open WebSocket connections on this instance")
+DELIVERIES = Counter("chat_gateway_deliveries_total", "Delivery messages received from the broker")
 
 
 class Hub:
@@ -47,12 +50,15 @@ class Hub:
         self.settings = settings
         self.broker = broker
         self.store = store
+        self.sends = SendBatcher(store, max_in_flight=settings.rpc_sends_in_flight)
         self.verifier = verifier
         self.presence = presence
         self.instance_id = instance_id
-        self.deliveries = DeliveryQueue(broker, instance_id, self.deliver)
+        self.deliveries = DeliveryQueue(
+            broker, instance_id, self.deliver, current_users=lambda: list(self.users)
+        )
         self.users: dict[str, set[Connection]] = {}
-        self._bound: dict[str, asyncio.Task[None]] = {}
+        self._binding: dict[str, asyncio.Task[None]] = {}  # binds in progress only
         self._dirty: set[str] = set()
         self._dirty_event = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -89,23 +95,32 @@ class Hub:
 
     async def attach(self, conn: Connection) -> None:
         """Register a connection; its user's key is bound before it gets anything."""
-        conns = self.users.get(conn.user)
+        user = conn.user
+        conns = self.users.get(user)
         if conns is None:
-            conns = self.users[conn.user] = set()
-            self._bound[conn.user] = asyncio.get_running_loop().create_task(self.deliveries.bind(conn.user))
+            conns = self.users[user] = set()
+            task = asyncio.get_running_loop().create_task(self.deliveries.bind(user))
+            self._binding[user] = task
+            task.add_done_callback(
+                lambda t: self._binding.pop(user, None) if self._binding.get(user) is t else None
+            )
         conns.add(conn)
-        self.presence_changed(conn.user)
-        await asyncio.shield(self._bound[conn.user])
+        CONNECTIONS.inc()
+        self.presence_changed(user)
+        pending = self._binding.get(user)
+        if pending is not None:
+            await asyncio.shield(pending)
 
     async def detach(self, conn: Connection) -> None:
         conns = self.users.get(conn.user)
         if conns is None:
             return
-        conns.discard(conn)
+        if conn in conns:
+            conns.discard(conn)
+            CONNECTIONS.dec()
         self.presence_changed(conn.user)
         if not conns:
             del self.users[conn.user]
-            self._bound.pop(conn.user, None)
             with contextlib.suppress(Exception):
                 await self.deliveries.unbind(conn.user)
 
@@ -125,6 +140,7 @@ class Hub:
             seq if isinstance(seq, int) else None,
         )
         self.delivered += 1
+        DELIVERIES.inc()
         for user in recipients(message):
             for conn in self.users.get(user, ()):
                 conn.push(item)
@@ -163,15 +179,15 @@ class Hub:
             await self._dirty_event.wait()
             self._dirty_event.clear()
             while self._dirty:
-                user = self._dirty.pop()
-                count, active = self.local_share(user)
+                users = [self._dirty.pop() for _ in range(min(len(self._dirty), 500))]
+                shares = [(uuid.UUID(user), *self.local_share(user)) for user in users]
                 try:
-                    await self.presence.write_share(uuid.UUID(user), count, active)
+                    await self.presence.write_shares(shares)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     log.warning("presence_write_failed", error=type(exc).__name__)
-                    self._dirty.add(user)
+                    self._dirty.update(users)
                     await asyncio.sleep(1.0)
 
     async def _housekeeping(self) -> None:

@@ -49,7 +49,7 @@ def create_app() -> FastAPI:
         description="Consultation chat REST API; the WebSocket frames are in docs/protocol.md",
     )
     app.include_router(http.router)
-    app.include_router(ws.router)
+    app.router.routes.append(ws.route)
     return app
 
 

@@ -33,6 +33,7 @@ class GatewaySettings(BaseSettings):
     access_cookie: str = "access_token"
     subprotocol: str = "chat.v1"
     db_pool_size: int = 5
+    rpc_sends_in_flight: int = 4  # more concurrent sends than this travel batched in one RPC
 
 
 @lru_cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -17,10 +18,14 @@ from services.notifier.service_layer.ports import Clock, EmailSender, SmsSender,
 from services.notifier.service_layer.scheduler import DigestSettings, Scheduler
 from services.notifier.settings import NotifierSettings
 from shared.db import database_ready, make_engine, make_sessionmaker
+from shared.logging import get_logger
 from shared.messaging.connection import Broker
 from shared.messaging.rpc import RpcServer
 from shared.messaging.topology import Topology
 from shared.settings import CommonSettings
+
+log = get_logger(__name__)
+STOP_STEP_TIMEOUT_S = 10.0
 
 
 def policy_from(settings: NotifierSettings) -> Policy:
@@ -49,7 +54,7 @@ class NotifierRuntime:
     def __post_init__(self) -> None:
         s, c = self.settings, self.common
         self.inbox.size = s.dev_inbox_size
-        self.engine = make_engine(c.database_url)
+        self.engine = make_engine(c.database_url, pool_size=s.db_pool_size)
         self.sessions = make_sessionmaker(self.engine)
         self.broker = Broker(
             c.amqp_url,
@@ -105,12 +110,25 @@ class NotifierRuntime:
         await self.rpc.start()
 
     async def stop(self) -> None:
-        await self.rpc.stop()
-        await self.consumer.stop()
-        await self.scheduler.stop()
-        await self.dispatcher.stop()
-        await self.broker.close()
-        await self.engine.dispose()
+        """Stop intake first, then the workers (sends in progress may finish), then connections.
+
+        Each step is bounded: a broker that blocks its connections (resource alarm) or a dead
+        database must not keep the process from exiting; what was not finished is leased work
+        or unacked messages, both picked up again after the restart.
+        """
+        steps = (
+            ("rpc", self.rpc.stop),
+            ("consumer", self.consumer.stop),
+            ("scheduler", self.scheduler.stop),
+            ("dispatcher", self.dispatcher.stop),
+            ("broker", self.broker.close),
+            ("database", self.engine.dispose),
+        )
+        for name, step in steps:
+            try:
+                await asyncio.wait_for(step(), STOP_STEP_TIMEOUT_S)
+            except Exception as exc:  # includes TimeoutError
+                log.warning("stop_step_failed", step=name, error=type(exc).__name__)
 
     async def database_ready(self) -> bool:
         return await database_ready(self.engine)

@@ -40,6 +40,7 @@ class NotifierSettings(BaseSettings):
     digest_max_items: int = 10
 
     # Workers.
+    db_pool_size: int = Field(default=5, ge=1)  # doubled as overflow; consumers run concurrently
     scheduler_poll_s: float = Field(default=1.0, gt=0)
     batch_size: int = Field(default=50, ge=1)
     send_concurrency: int = Field(default=8, ge=1)

@@ -7,11 +7,13 @@ and return its typed result; a ``DomainError`` carries the client-facing code.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from prometheus_client import Histogram
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -62,7 +64,10 @@ from shared.commands import (
     ReadResult,
     Search,
     SearchResult,
+    SendMany,
+    SendManyResult,
     SendMessage,
+    SendOutcome,
     SendResult,
     Sync,
     SyncResult,
@@ -108,6 +113,13 @@ PICK_ADMIN = text(
              u.user_id
     LIMIT 1
     """
+)
+
+
+COMMIT_BATCH = Histogram(
+    "chat_store_send_commit_batch_size",
+    "Sends committed in one transaction",
+    buckets=(1, 2, 4, 8, 16, 64, 256),
 )
 
 
@@ -163,6 +175,22 @@ class StoreService:
     async def send_message(self, actor: Actor, request: SendMessage) -> SendResult:
         return await self.sends.submit(SendItem(actor, request))
 
+    async def send_many(self, _gateway: Actor | None, request: SendMany) -> SendManyResult:
+        """Each item is its own actor's send; all of them join the same group commit."""
+        results = await asyncio.gather(
+            *(self.send_message(item.actor, item.request) for item in request.items), return_exceptions=True
+        )
+        outcomes = []
+        for result in results:
+            if isinstance(result, DomainError):
+                error = {"code": result.code, "message": result.message, "status": result.status}
+                outcomes.append(SendOutcome(error={**result.extra, **error}))
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                outcomes.append(SendOutcome(result=result))
+        return SendManyResult(outcomes=outcomes)
+
     async def _flush_sends(self, items: list[SendItem]) -> list[SendResult | BaseException]:
         try:
             outcomes = await self._write_sends(items)
@@ -182,6 +210,7 @@ class StoreService:
             return exc
 
     async def _write_sends(self, items: list[SendItem]) -> list[SendResult | BaseException]:
+        COMMIT_BATCH.observe(len(items))
         now = utcnow()
         async with self.engine.begin() as conn:
             outcomes = await self.sender.write(conn, items, now)

@@ -143,13 +143,13 @@ class RpcServer:
             await self._channel.close()
 
     async def _on_request(self, message: AbstractIncomingMessage) -> None:
-        reply = await self.dispatch(message.body)
+        reply = encode_reply(await self.dispatch(message.body))
         if message.reply_to:
             assert self._publisher is not None
             await self._publisher.publish(
                 "",
                 message.reply_to,
-                orjson.dumps(reply),
+                reply,
                 persistent=False,
                 correlation_id=message.correlation_id,
             )
@@ -184,3 +184,14 @@ class RpcServer:
                 "ok": False,
                 "error": RpcError("internal", "internal error", status=500).to_dict(),
             }
+
+
+def encode_reply(reply: dict[str, Any]) -> bytes:
+    """Encode a reply; a result JSON cannot hold becomes an ``internal`` error, never a lost request."""
+    try:
+        return orjson.dumps(reply)
+    except TypeError as exc:
+        log.error("rpc_reply_unencodable", error=str(exc))
+        return orjson.dumps(
+            {"ok": False, "error": RpcError("internal", "internal error", status=500).to_dict()}
+        )

@@ -99,10 +99,11 @@ async def client(auth_app: RunningApp) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
+StartApp = Callable[..., RunningApp]
+
+
 @pytest.fixture
-def start_app(
-    make_settings: Callable[..., AuthSettings], common_settings: CommonSettings
-) -> Callable[..., RunningApp]:
+def start_app(make_settings: Callable[..., AuthSettings], common_settings: CommonSettings) -> StartApp:
     """An extra app with custom settings (tight limits, short cooldowns); use as ``async with``."""
 
     def start(**overrides: Any) -> RunningApp:

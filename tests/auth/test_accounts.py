@@ -11,7 +11,16 @@ import pytest
 from sqlalchemy import text
 
 from services.auth.service_layer.context import AuthContext
-from tests.auth.conftest import STRONG_PASSWORD, EventTap, RunningApp, bearer, register, run_cli, unique
+from tests.auth.conftest import (
+    STRONG_PASSWORD,
+    EventTap,
+    RunningApp,
+    StartApp,
+    bearer,
+    register,
+    run_cli,
+    unique,
+)
 
 USER_FIELDS = {
     "id",
@@ -140,7 +149,7 @@ async def test_unknown_user_and_wrong_password_get_the_same_answer(
 
 
 async def test_login_rehashes_a_password_hashed_with_old_parameters(
-    start_app: Any, auth_app: RunningApp
+    start_app: StartApp, auth_app: RunningApp
 ) -> None:
     username = unique()
     async with auth_app.client() as client:

@@ -9,7 +9,15 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.auth.conftest import ALLOWED_ORIGIN, STRONG_PASSWORD, RunningApp, bearer, register, unique
+from tests.auth.conftest import (
+    ALLOWED_ORIGIN,
+    STRONG_PASSWORD,
+    RunningApp,
+    StartApp,
+    bearer,
+    register,
+    unique,
+)
 from tests.support.processes import service
 
 # Windows this long never roll over during a test, so counts are exact.
@@ -58,12 +66,13 @@ async def test_an_allowed_origin_gets_cors_headers_with_credentials_and_prefligh
     assert response.headers["access-control-allow-credentials"] == "true"
 
 
-async def test_login_rate_limit_answers_429_with_retry_after_and_ratelimit_headers(start_app: Any) -> None:
+async def test_login_rate_limit_answers_429_with_retry_after_and_ratelimit_headers(
+    start_app: StartApp,
+) -> None:
     async with (
         start_app(login_per_ip=3, login_per_ip_window_s=int(LONG_WINDOW)) as app,
         app.client() as client,
     ):
-        app: RunningApp
         username = unique()
         await register(client, username=username)
         remaining = []
@@ -89,9 +98,8 @@ async def test_login_rate_limit_answers_429_with_retry_after_and_ratelimit_heade
             ).status_code == 200
 
 
-async def test_login_rate_limit_per_account_holds_across_ips(start_app: Any) -> None:
+async def test_login_rate_limit_per_account_holds_across_ips(start_app: StartApp) -> None:
     async with start_app(login_per_account=2, login_per_account_window_s=int(LONG_WINDOW)) as app:
-        app: RunningApp
         username = unique()
         async with app.client() as client:
             await register(client, username=username)
@@ -105,7 +113,7 @@ async def test_login_rate_limit_per_account_holds_across_ips(start_app: Any) -> 
         assert statuses == [401, 401, 429]
 
 
-async def test_register_and_refresh_and_reset_are_rate_limited(start_app: Any) -> None:
+async def test_register_and_refresh_and_reset_are_rate_limited(start_app: StartApp) -> None:
     async with (
         start_app(
             register_per_ip=1,
@@ -117,7 +125,6 @@ async def test_register_and_refresh_and_reset_are_rate_limited(start_app: Any) -
         ) as app,
         app.client() as client,
     ):
-        app: RunningApp
         data = await register(client)
         second = await client.post("/auth/register", json={"username": unique(), "password": STRONG_PASSWORD})
         assert second.status_code == 429
@@ -230,3 +237,28 @@ async def test_garbage_bodies_get_a_4xx_problem_never_a_500(
         )
         assert 400 <= response.status_code < 500, (path, raw, response.status_code, response.text)
         assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_expired_rate_limit_windows_are_swept_without_a_cron(auth_app: RunningApp) -> None:
+    from sqlalchemy import text
+
+    from services.auth.service_layer.context import AuthContext
+
+    ctx: AuthContext = auth_app.app.state.auth
+    key = f"test-sweep:{unique()}"
+    async with ctx.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO auth.rate_limits (key, window_start, count, expires_at)"
+                " VALUES (:k, 0, 5, now() - interval '1 minute'), (:k, 1, 5, now() + interval '1 hour')"
+            ),
+            {"k": key},
+        )
+    await ctx.limiter.sweep()
+    async with ctx.engine.connect() as conn:
+        left = (
+            (await conn.execute(text("SELECT window_start FROM auth.rate_limits WHERE key = :k"), {"k": key}))
+            .scalars()
+            .all()
+        )
+    assert left == [1]

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import random
-from typing import Any
 
 import httpx
 from structlog.testing import capture_logs
 
-from tests.auth.conftest import EventTap, RunningApp, bearer, fresh_ip, register
+from tests.auth.conftest import STRONG_PASSWORD, EventTap, RunningApp, StartApp, bearer, fresh_ip, register
 
 
 def random_phone() -> str:
@@ -107,9 +106,8 @@ async def test_a_new_code_is_refused_during_the_resend_cooldown(client: httpx.As
     assert again.json()["code"] == "rate_limited"
 
 
-async def test_daily_caps_per_phone_and_per_ip_hold(start_app: Any) -> None:
+async def test_daily_caps_per_phone_and_per_ip_hold(start_app: StartApp) -> None:
     async with start_app(otp_resend_cooldown_s=0, otp_daily_per_phone=5, otp_daily_per_ip=8) as app:
-        app: RunningApp
         ip = fresh_ip()
         async with app.client(ip=ip) as client:
             account = await register(client)
@@ -129,7 +127,7 @@ async def test_daily_caps_per_phone_and_per_ip_hold(start_app: Any) -> None:
             assert (await _start(elsewhere, other["access_token"], random_phone())).status_code == 202
 
 
-async def test_the_newest_code_replaces_older_ones(start_app: Any, events: EventTap) -> None:
+async def test_the_newest_code_replaces_older_ones(start_app: StartApp, events: EventTap) -> None:
     async with start_app(otp_resend_cooldown_s=0) as app, app.client() as client:
         account = await register(client)
         token, user_id = account["access_token"], account["user"]["id"]
@@ -168,3 +166,35 @@ async def test_invalid_phone_numbers_get_a_problem_naming_the_field(client: http
         assert response.json()["errors"][0]["field"] == "phone"
     unauthenticated = await client.post("/auth/phone/start", json={"phone": random_phone()})
     assert unauthenticated.status_code == 401
+
+
+async def test_the_audit_trail_records_security_events_without_secrets_or_full_numbers(
+    client: httpx.AsyncClient, events: EventTap, auth_app: RunningApp
+) -> None:
+    from sqlalchemy import text
+
+    account = await register(client)
+    token, user_id = account["access_token"], account["user"]["id"]
+    username = account["user"]["username"]
+    phone = random_phone()
+    await _start(client, token, phone)
+    otp = await events.wait_for("otp.requested", lambda e: str(e.payload.user_id) == user_id)
+    await _verify(client, token, phone, otp.payload.code)
+    await client.post("/auth/login", json={"login": username, "password": "wrong password here"})
+    await client.post(
+        "/auth/password",
+        json={"current_password": STRONG_PASSWORD, "new_password": "an entirely new phrase"},
+        headers=bearer(token),
+    )
+    ctx = auth_app.app.state.auth
+    async with ctx.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text("SELECT action, detail::text FROM auth.audit_log WHERE user_id = :u ORDER BY id"),
+                {"u": user_id},
+            )
+        ).all()
+    actions = [r.action for r in rows]
+    assert actions == ["user_registered", "phone_verified", "login_failed", "password_changed"]
+    trail = " ".join(r.detail for r in rows)
+    assert phone not in trail and otp.payload.code not in trail and "***" in trail

@@ -196,3 +196,12 @@ async def test_cookie_login_with_a_planted_csrf_cookie_is_refused(auth_app: Runn
         browser.cookies.set("csrf_token", "f" * 64, domain="auth.test")
         response = await browser.post("/auth/logout-all", headers={"X-CSRF-Token": "f" * 64})
         assert response.status_code == 403
+
+
+async def test_logout_with_only_the_refresh_token_ends_that_session(client: httpx.AsyncClient) -> None:
+    data = await register(client)
+    response = await client.post("/auth/logout", json={"refresh_token": data["refresh_token"]})
+    assert response.status_code == 204
+    assert (await _refresh(client, data["refresh_token"])).status_code == 401
+    assert (await client.get("/auth/me", headers=bearer(data["access_token"]))).status_code == 401
+    assert (await client.post("/auth/logout")).status_code == 401

@@ -13,6 +13,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,9 +21,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from jose import jwk
 
+from services.auth.adapters.keys import SigningKey, generate_key_file
 from services.auth.service_layer.context import AuthContext
 from shared.security import InvalidToken, TokenVerifier, decode_access_token, keys_from_jwks
-from tests.auth.conftest import RunningApp, bearer, register
+from tests.auth.conftest import RunningApp, StartApp, bearer, register
 
 
 def _b64(data: bytes) -> str:
@@ -31,7 +33,10 @@ def _b64(data: bytes) -> str:
 
 def _segments(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     header, payload, _ = token.split(".")
-    pad = lambda s: s + "=" * (-len(s) % 4)  # noqa: E731
+
+    def pad(segment: str) -> str:
+        return segment + "=" * (-len(segment) % 4)
+
     return json.loads(base64.urlsafe_b64decode(pad(header))), json.loads(
         base64.urlsafe_b64decode(pad(payload))
     )
@@ -177,3 +182,19 @@ async def test_missing_or_malformed_authorization_header_is_a_401_problem(client
         response = await client.get("/auth/me", headers=headers)
         assert response.status_code == 401
         assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_rotated_keys_stay_published_and_old_tokens_keep_verifying(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    old = SigningKey.from_pem(generate_key_file(tmp_path).read_bytes())
+    async with start_app(keys_dir=tmp_path, jwt_active_kid=old.kid) as before, before.client() as client:
+        data = await register(client)
+    new = SigningKey.from_pem(generate_key_file(tmp_path).read_bytes())
+    async with start_app(keys_dir=tmp_path, jwt_active_kid=new.kid) as after, after.client() as client:
+        kids = [k["kid"] for k in (await client.get("/.well-known/jwks.json")).json()["keys"]]
+        assert kids[0] == new.kid and old.kid in kids
+        # A token signed before the rotation still works; new tokens carry the new kid.
+        assert (await client.get("/auth/me", headers=bearer(data["access_token"]))).status_code == 200
+        fresh = (await client.post("/auth/refresh", json={"refresh_token": data["refresh_token"]})).json()
+        assert _segments(fresh["access_token"])[0]["kid"] == new.kid

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
 from tests.support.processes import LOG_DIR, ROOT, ServiceProcess, service
 from tests.support.smtp import free_port
@@ -34,7 +34,10 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+FLOOD_CAP = 12
 SCREENSHOTS = ROOT / "tests" / "artifacts" / "screenshots"
+# Generous waits: these machines have two cores, often shared with other test suites.
+expect.set_options(timeout=15_000)
 
 
 @dataclass
@@ -189,6 +192,8 @@ async def stack(common_env: dict[str, str], mail_sink: MailSink) -> AsyncIterato
         # Several browser registrations and logins come from one loopback address.
         "AUTH_RATE_LIMIT_ENABLED": "false",
         "NOTIFIER_DEV_SMS_INBOX": "true",
+        # Low enough for one test to reach, high enough for every other conversation here.
+        "STORE_FLOOD_CAP_PER_MINUTE": str(FLOOD_CAP),
         "NOTIFIER_SMTP_PORT": str(mail_sink.smtp_port),
         "WEB_MAIL_INBOX_URL": mail_sink.url,
         "WEB_SMS_INBOX_URL": f"http://127.0.0.1:{notifier_port}/dev/sms",

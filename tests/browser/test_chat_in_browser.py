@@ -7,10 +7,13 @@ import re
 import time
 
 import httpx
+import pytest
 from playwright.async_api import expect
 
-from tests.browser.conftest import NewPage, Stack, screenshot_path
-from tests.browser.pages import ChatPage, unique
+from tests.browser.conftest import FLOOD_CAP, NewPage, Stack, screenshot_path
+from tests.browser.pages import PASSWORD, ChatPage, unique
+
+pytestmark = pytest.mark.e2e
 
 
 async def _admin(new_page: NewPage, stack: Stack) -> ChatPage:
@@ -96,6 +99,10 @@ async def test_user_and_admin_exchange_messages_live_with_typing_receipts_and_pr
     # The administrator closes the consultation; the user sees the status change live.
     await admin.page.get_by_test_id("close-conversation").click()
     await expect(user.page.get_by_test_id("chat-status")).to_have_text("CLOSED")
+    # The admin's inbox follows its status filter: gone from "Open", listed under "Closed".
+    await expect(admin.conversation_item(subject)).to_have_count(0)
+    await admin.page.get_by_test_id("status-filter").select_option("CLOSED")
+    await expect(admin.conversation_item(subject)).to_have_count(1)
 
     assert [body for _, body, _ in await user.rendered()] == [
         "Hello, my invoice looks wrong",
@@ -122,6 +129,8 @@ async def test_offline_user_is_emailed_when_the_admin_writes(new_page: NewPage, 
     await admin.expect_message("Where is my parcel?")
 
     await user.page.context.close()  # the user leaves: no live connection anywhere
+    await expect(admin.page.get_by_test_id("presence")).to_have_attribute("data-state", "offline")
+    await expect(admin.page.get_by_test_id("presence")).to_contain_text("last seen")
     await admin.send("Your parcel left the warehouse today")
     await expect(await admin.receipt("Your parcel left the warehouse today")).to_have_text("✓")
 
@@ -251,3 +260,81 @@ async def test_failures_are_explained_to_the_person(new_page: NewPage, stack: St
     await register.get_by_role("button", name="Register").click()
     await expect(page.error()).to_contain_text("password must be at least 10 characters")
     await page.screenshot(str(screenshot_path("07-error-message")))
+
+
+async def test_cookie_mode_keeps_tokens_away_from_scripts_and_still_chats(
+    new_page: NewPage, stack: Stack
+) -> None:
+    """The module's cookie mode, as a Next.js front end would use it: httpOnly cookies plus CSRF header."""
+    page = ChatPage(await new_page())
+    await page.goto()
+    result = await page.page.evaluate(
+        """async ({ authUrl, username, password }) => {
+            const { createChat } = await import("/static/chat-client.js");
+            const { auth, api, socket } = createChat({ authUrl, mode: "cookie" });
+            await auth.register({ username, password });
+            const me = await auth.me();
+            await auth.refresh();
+            const opened = await api.openConversation({ subject: "over cookies" });
+            const conversationId = opened.conversation.conversation_id;
+            const open = new Promise((resolve) => socket.addEventListener("state", (e) => {
+                if (e.detail.state === "open") resolve();
+            }));
+            socket.connect();
+            await open;
+            const ack = await socket.send(conversationId, "sent with cookies only");
+            socket.close();
+            const history = await api.messages(conversationId);
+            return {
+                username: me.username,
+                tokenInScript: /(access|refresh)_token=/.test(document.cookie),
+                tokenInMemory: auth.session.access_token,
+                seq: ack.seq,
+                bodies: history.map((m) => m.body),
+            };
+        }""",
+        {"authUrl": stack.auth.url, "username": unique("cookie"), "password": PASSWORD},
+    )
+    assert result["tokenInScript"] is False
+    assert result["tokenInMemory"] is None
+    assert result["seq"] == 1
+    assert result["bodies"] == ["sent with cookies only"]
+
+
+async def test_gateway_restart_reconnects_with_backoff_and_resumes(new_page: NewPage, stack: Stack) -> None:
+    user, _ = await _user(new_page)
+    subject = unique("Restart ")
+    await user.start_conversation(subject, "before the restart")
+    admin = await _admin(new_page, stack)
+    await admin.open_conversation(subject)
+    await admin.expect_message("before the restart")
+
+    await asyncio.to_thread(stack.gateway.stop)
+    await expect(user.page.get_by_test_id("conn-state")).to_have_attribute("data-state", "reconnecting")
+    await user.send("written while the gateway was down")
+    stack.gateway.start()
+    await stack.gateway.wait_ready(timeout=45)
+
+    await user.expect_online()
+    await admin.expect_online()
+    await admin.send("after the restart")
+    expected = ["before the restart", "written while the gateway was down", "after the restart"]
+    for side in (user, admin):
+        for body in expected:
+            await side.expect_message(body)
+        assert [(seq, body) for seq, body, _ in await side.rendered()] == list(enumerate(expected, start=1))
+
+
+async def test_flood_cap_is_explained_and_the_refused_message_offers_a_retry(
+    new_page: NewPage, stack: Stack
+) -> None:
+    user, _ = await _user(new_page)
+    await user.start_conversation(unique("Chatty "), "message 0")
+    for n in range(1, FLOOD_CAP + 1):
+        await user.send(f"message {n}")
+    refused = user.message(f"message {FLOOD_CAP}")
+    await expect(refused.get_by_test_id("receipt")).to_have_attribute("data-state", "failed")
+    await expect(refused.get_by_test_id("retry")).to_be_visible()
+    await expect(user.error()).to_contain_text(f"at most {FLOOD_CAP} messages per minute")
+    await expect(user.error()).to_contain_text("flood_limited")
+    await expect(user.message(f"message {FLOOD_CAP - 1}").get_by_test_id("receipt")).to_contain_text("✓")

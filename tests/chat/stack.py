@@ -97,10 +97,6 @@ class Stack:
         return result
 
 
-def store_env(common: dict[str, str], **extra: str) -> dict[str, str]:
-    return {**common, **extra}
-
-
 def base_env(common_env: dict[str, str], jwks_url: str) -> dict[str, str]:
     return {
         **common_env,
@@ -116,6 +112,7 @@ def base_env(common_env: dict[str, str], jwks_url: str) -> dict[str, str]:
         "GATEWAY_REPLAY_MAX": "6",
         "STORE_DB_POOL_SIZE": "3",
         "GATEWAY_DB_POOL_SIZE": "2",
+        "GATEWAY_RPC_SENDS_IN_FLIGHT": "1",  # concurrent sends travel as message.send_many
     }
 
 

@@ -101,6 +101,37 @@ async def test_order_is_preserved_under_concurrent_senders(stack: Stack) -> None
         await a.close()
 
 
+async def test_many_devices_sending_at_once_share_rpc_batches_and_keep_order(stack: Stack) -> None:
+    user, admin = await stack.person("USER"), await stack.person("ADMIN")
+    cid = (await stack.open(user, admin))["conversation"]["conversation_id"]
+    gw = stack.gateways[0].url
+    devices = [await Client.open(gw, (user if i % 2 else admin).token) for i in range(8)]
+    watcher = await Client.open(stack.gateways[1].url, admin.token)
+    try:
+        acks = await asyncio.gather(
+            *(send(d, cid, f"d{i}-{j}") for i, d in enumerate(devices) for j in range(2))
+        )
+        assert all(a["type"] == "ack" for a in acks), acks
+        assert sorted(a["seq"] for a in acks) == list(range(1, 17))
+        await watcher.wait_for(lambda f: f["type"] == "message.new" and f["conversation_id"] == cid, count=16)
+        assert new(watcher, cid) == list(range(1, 17))
+        async with httpx.AsyncClient() as http:
+            metrics = (await http.get(f"{gw}/metrics")).text
+        batched = [
+            line for line in metrics.splitlines() if line.startswith("chat_gateway_send_batch_size_bucket")
+        ]
+        single = next(line for line in batched if 'le="1.0"' in line)
+        total = next(line for line in batched if 'le="+Inf"' in line)
+        assert float(single.split()[-1]) < float(total.split()[-1])  # some RPC calls carried several sends
+        bad = await devices[0].request(
+            {"type": "message.send", "conversation_id": str(uuid.uuid4()), "client_id": "z", "body": "x"}
+        )
+        assert bad["type"] == "error" and bad["code"] == "not_found"
+    finally:
+        for c in [*devices, watcher]:
+            await c.close()
+
+
 async def test_same_client_id_twice_stores_and_delivers_one_message(
     stack: Stack, http: httpx.AsyncClient
 ) -> None:

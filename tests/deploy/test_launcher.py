@@ -82,6 +82,23 @@ def test_moved_ports_are_passed_to_the_services_that_call_them() -> None:
     assert specs["mail"].argv[-4:] == ("--smtp-port", "9125", "--http-port", "9126")
 
 
+def test_gateway_replicas_pages_are_allowed_origins_everywhere() -> None:
+    specs = plan(env={}, python="py", replicas={"gateway": 2})
+    for spec in specs:
+        if spec.service:
+            origins = spec.env["CHAT_ALLOWED_ORIGINS"].split(",")
+            assert {"http://127.0.0.1:8000", "http://127.0.0.1:8010", "http://localhost:8010"} <= set(origins)
+    mine = plan(env={"CHAT_ALLOWED_ORIGINS": "https://app.example"}, python="py", replicas={"gateway": 2})
+    assert all("CHAT_ALLOWED_ORIGINS" not in s.env for s in mine)
+
+
+def test_default_origins_match_the_shared_settings() -> None:
+    from deploy.launcher import DEFAULT_ORIGINS
+    from shared.settings import CommonSettings
+
+    assert list(DEFAULT_ORIGINS) == CommonSettings.model_fields["allowed_origins"].default_factory()  # type: ignore[call-arg,misc]
+
+
 def test_banner_shows_every_url_and_the_generated_password() -> None:
     specs = plan(env={}, python="py")
     text = banner(specs, Admin("admin", "admin@example.com", "s3cret-pass", created=True))

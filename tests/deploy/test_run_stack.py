@@ -80,8 +80,7 @@ def test_launcher_starts_every_service_prints_urls_and_stops_cleanly(
     for port in (env["AUTH_PORT"], env["GATEWAY_PORT"], env["STORE_PORT"], store2, env["NOTIFIER_PORT"]):
         assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
     assert httpx.get(f"http://127.0.0.1:{env['SINK_HTTP_PORT']}/healthz", timeout=5).status_code == 200
-    # Readable, prefixed lines from the services themselves.
-    assert any(line.startswith("store#2 ") for line in launcher.lines)
+    assert any(line.startswith("launcher ") and "started store#2" in line for line in launcher.lines)
 
     pids = launcher.child_pids()
     assert len(pids) == 6 and all(alive(p) for p in pids)

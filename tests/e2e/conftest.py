@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
+from tests.support import infra
 from tests.support.processes import ROOT, ServiceProcess, service
+from tests.support.proxy import CuttableProxy
 
 ADMIN_PASSWORD = "admin-Passw0rd-e2e"  # noqa: S105 - a test fixture's throwaway credential
 
@@ -20,6 +22,8 @@ ADMIN_PASSWORD = "admin-Passw0rd-e2e"  # noqa: S105 - a test fixture's throwaway
 @dataclass
 class Stack:
     env: dict[str, str]
+    postgres: CuttableProxy
+    rabbitmq: CuttableProxy
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
     admin_username: str = ""
     admin_email: str = ""
@@ -80,9 +84,18 @@ def ensure_admin(env: dict[str, str], username: str, email: str) -> None:
 
 
 @pytest.fixture(scope="session")
-async def stack(common_env: dict[str, str], run_id: str) -> AsyncIterator[Stack]:
+async def stack(
+    common_env: dict[str, str], run_id: str, database_url: str, amqp_url: str
+) -> AsyncIterator[Stack]:
+    """Every service reaches PostgreSQL and RabbitMQ through proxies a test can cut."""
+    postgres = CuttableProxy(infra.PG_HOST, infra.PG_PORT)
+    rabbitmq = CuttableProxy(infra.AMQP_HOST, infra.AMQP_PORT)
+    await postgres.start()
+    await rabbitmq.start()
     env = {
         **common_env,
+        "CHAT_DATABASE_URL": database_url.replace(f":{infra.PG_PORT}/", f":{postgres.port}/"),
+        "CHAT_AMQP_URL": amqp_url.replace(f":{infra.AMQP_PORT}/", f":{rabbitmq.port}/"),
         "CHAT_AMQP_PREFIX": f"e2e{run_id}",
         "NOTIFIER_IDLE_AFTER_S": "2",
         "AUTH_KEYS_DIR": str(ROOT / "var" / f"test-keys-{run_id}"),
@@ -92,7 +105,13 @@ async def stack(common_env: dict[str, str], run_id: str) -> AsyncIterator[Stack]
     }
     auth = service("auth", env)
     env["CHAT_JWKS_URL"] = f"{auth.url}/.well-known/jwks.json"
-    stack = Stack(env=env, admin_username=f"admin{run_id}", admin_email=f"admin{run_id}@example.test")
+    stack = Stack(
+        env=env,
+        postgres=postgres,
+        rabbitmq=rabbitmq,
+        admin_username=f"admin{run_id}",
+        admin_email=f"admin{run_id}@example.test",
+    )
     stack.processes = {
         "auth": service("auth", env, auth.port),
         "store": service("store", env),
@@ -108,3 +127,5 @@ async def stack(common_env: dict[str, str], run_id: str) -> AsyncIterator[Stack]
     finally:
         for process in stack.processes.values():
             process.stop()
+        await postgres.stop()
+        await rabbitmq.stop()

@@ -71,3 +71,18 @@ async def test_malformed_request_gets_an_error_reply_not_a_crash(broker: Broker)
     assert reply["ok"] is False and reply["error"]["code"] == "bad_request"
     reply = await server.dispatch(b'{"method": "x", "params": []}')
     assert reply["error"]["code"] == "bad_request"
+
+
+async def test_a_result_json_cannot_hold_becomes_an_internal_error_reply(broker: Broker) -> None:
+    async def odd(params: dict[str, Any], actor: dict[str, Any]) -> object:
+        return {"value": object()}
+
+    server = RpcServer(broker, "store", {"odd": odd})
+    client = RpcClient(broker, "store", timeout=5)
+    await server.start()
+    await client.start()
+    with pytest.raises(RpcError) as failed:
+        await client.call("odd", {})
+    assert failed.value.code == "internal"
+    await client.stop()
+    await server.stop()

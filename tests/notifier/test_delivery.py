@@ -17,7 +17,16 @@ from shared.events import (
 )
 from shared.messaging.rpc import RpcClient, RpcError
 from tests.notifier.conftest import Publish, StartNotifier
-from tests.notifier.helpers import attempts_of, notifications_of, unread, user, wait_until
+from tests.notifier.helpers import (
+    FakeClock,
+    attempts_of,
+    consumed,
+    notifications_of,
+    read,
+    unread,
+    user,
+    wait_until,
+)
 from tests.support.smtp import SmtpServer
 from tests.support.vonage_stub import StubReply, VonageStub
 
@@ -194,6 +203,7 @@ async def test_support_rpc_lists_recent_notifications_for_admins_only(
         await publish(u)
         await publish(unread(u.payload.user_id, uuid.uuid4(), 1))
     await smtp.sink.wait_for(1, to=sent_to.payload.email)
+    await _final(runtime, sent_to.payload.user_id)
     await _final(runtime, muted.payload.user_id)
 
     client = RpcClient(runtime.broker, "notifier", timeout=5)
@@ -213,3 +223,66 @@ async def test_support_rpc_lists_recent_notifications_for_admins_only(
         assert denied.value.code == "forbidden"
     finally:
         await client.stop()
+
+
+async def test_silence_until_read_set_over_rpc_holds_further_notifications_until_read(
+    notifier: StartNotifier, publish: Publish, smtp: SmtpServer, clock: FakeClock
+) -> None:
+    runtime = await notifier(clock=clock, cooldowns_s="600")
+    recipient = user()
+    email = recipient.payload.email or ""
+    rid, conv = recipient.payload.user_id, uuid.uuid4()
+    await publish(recipient)
+    client = RpcClient(runtime.broker, "notifier", timeout=5)
+    await client.start()
+    try:
+        reply = await client.call(
+            "notifications.silence",
+            {"conversation_id": str(conv), "silence_until_read": True},
+            actor={"role": "USER", "user_id": str(rid)},
+        )
+        assert reply == {"conversation_id": str(conv), "silence_until_read": True}
+        with pytest.raises(RpcError) as bad:
+            await client.call(
+                "notifications.silence", {"conversation_id": "nope"}, actor={"user_id": str(rid)}
+            )
+        assert bad.value.code == "bad_request"
+    finally:
+        await client.stop()
+
+    await publish(unread(rid, conv, 1))
+    await smtp.sink.wait_for(1, to=email)
+    clock.advance(3600)  # the cooldown alone would allow another one now
+    await publish(unread(rid, conv, 2))
+
+    async def silenced():  # type: ignore[no-untyped-def]
+        rows = await notifications_of(runtime.sessions, rid)
+        return [r for r in rows if r["reason"] == "silenced"]
+
+    await wait_until(silenced, what="the silenced suppression")
+    assert len(smtp.sink.to(email)) == 1
+
+    seen = read(rid, conv, 2)
+    await publish(seen)
+    await consumed(runtime.sessions, seen)
+    await publish(unread(rid, conv, 3))
+    clock.advance(601)
+    runtime.scheduler.wake()
+    mails = await smtp.sink.wait_for(2, to=email)
+    assert "1 new message" in mails[1].subject
+
+
+async def test_an_unreachable_smtp_server_is_retried_a_bounded_number_of_times_then_recorded_failed(
+    notifier: StartNotifier, publish: Publish
+) -> None:
+    from tests.support.smtp import free_port
+
+    runtime = await notifier(smtp_port=free_port(), send_attempts=3)  # nothing listens there
+    recipient = user()
+    await publish(recipient)
+    await publish(unread(recipient.payload.user_id, uuid.uuid4(), 1))
+    row = await _final(runtime, recipient.payload.user_id)
+    assert (row["status"], row["attempts"]) == ("failed", 3)
+    assert row["reason"].startswith("gave up after retries")
+    tries = await attempts_of(runtime.sessions, row["id"])
+    assert [a["status"] for a in tries] == ["transient"] * 3

@@ -205,3 +205,23 @@ def test_channel_order_and_fallback_are_per_role() -> None:
 
 def test_no_usable_channel_is_suppressed_as_preference() -> None:
     assert run(thread(1), who=recipient(email_enabled=False)) == Suppress("preference")
+
+
+def test_silence_until_read_allows_one_notification_then_nothing_until_read() -> None:
+    silent = Thread(RID, CID, 0, NOW - timedelta(days=1), 1, (message(1), message(2)), notified_seq=1)
+    assert isinstance(run(silent), Send)  # flag off: the normal rules apply
+    flagged = Thread(
+        RID,
+        CID,
+        0,
+        NOW - timedelta(days=1),
+        1,
+        (message(1), message(2)),
+        notified_seq=1,
+        silence_until_read=True,
+    )
+    assert run(flagged) == Suppress("silenced")
+    after_read = Thread(
+        RID, CID, 1, NOW - timedelta(days=1), 1, (message(2),), notified_seq=1, silence_until_read=True
+    )
+    assert isinstance(run(after_read), Send)

@@ -52,6 +52,28 @@ _SWEEP = (
         )
         """
     ),
+    # Dead credentials go the same way: an expired token is refused whether or not its row exists.
+    text(
+        """
+        DELETE FROM auth.refresh_tokens WHERE ctid IN (
+            SELECT ctid FROM auth.refresh_tokens WHERE expires_at < now() - interval '1 day' LIMIT 1000
+        )
+        """
+    ),
+    text(
+        """
+        DELETE FROM auth.phone_verifications WHERE ctid IN (
+            SELECT ctid FROM auth.phone_verifications WHERE expires_at < now() - interval '1 day' LIMIT 1000
+        )
+        """
+    ),
+    text(
+        """
+        DELETE FROM auth.action_tokens WHERE ctid IN (
+            SELECT ctid FROM auth.action_tokens WHERE expires_at < now() - interval '1 day' LIMIT 1000
+        )
+        """
+    ),
 )
 
 

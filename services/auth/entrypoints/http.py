@@ -16,6 +16,7 @@ from services.auth.entrypoints.deps import (
     ContextDep,
     CurrentAuth,
     IpDep,
+    current_auth,
 )
 from services.auth.entrypoints.schemas import (
     AcceptedOut,
@@ -178,9 +179,18 @@ async def refresh(
     return _session_body(ctx, response, user, pair, mode)
 
 
-@router.post("/logout", status_code=204, responses=problem_responses(401, 403), summary="End this session")
-async def logout(request: Request, auth: CurrentAuth, ctx: ContextDep) -> Response:
-    await sessions.logout(ctx, user_id=auth.user.id, session_id=auth.session_id)
+@router.post(
+    "/logout",
+    status_code=204,
+    responses=problem_responses(401, 403, 422),
+    summary="End this session (access token; or the refresh token in the body when the access token expired)",
+)
+async def logout(request: Request, ctx: ContextDep, body: RefreshIn | None = None) -> Response:
+    if body is not None and body.refresh_token and not request.headers.get("authorization"):
+        await sessions.logout_by_refresh_token(ctx, refresh_token=body.refresh_token)
+    else:
+        auth = await current_auth(request)
+        await sessions.logout(ctx, user_id=auth.user.id, session_id=auth.session_id)
     response = Response(status_code=204)
     _clear_session_cookies(ctx, response)
     return response
@@ -238,6 +248,8 @@ async def change_password(
     ip: IpDep,
     response: Response,
 ) -> TokensOut | CookieSessionOut:
+    # The current password is a guessable secret too: limited like a login, per account.
+    _with_limits(response, await ctx.check_limits((ctx.limits.login_account, f"user:{auth.user.id}")))
     user = await accounts.change_password(
         ctx,
         user_id=auth.user.id,

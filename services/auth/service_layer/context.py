@@ -17,9 +17,12 @@ from services.auth.domain.ratelimit import Decision, Limit, most_restrictive
 from services.auth.service_layer.errors import RateLimited
 from services.auth.settings import AuthSettings
 from shared.events import EventBase
+from shared.logging import get_logger
 from shared.outbox import add_to_outbox, event_row
 from shared.security import keys_from_jwks
 from shared.settings import CommonSettings
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,7 @@ class AuthContext:
         for limit, subject in quotas:
             decision = await self.limiter.acquire(limit, subject)
             if not decision.allowed:
+                log.info("quota_exhausted", scope=limit.scope, retry_after_s=decision.reset_s)
                 for done in taken:
                     await self.limiter.release(*done)
                 raise RateLimited(decision)
@@ -104,5 +108,7 @@ class AuthContext:
         decisions = [await self.limiter.hit(limit, subject) for limit, subject in hits]
         decision = most_restrictive(decisions)
         if decision is not None and not decision.allowed:
+            refused = [limit.scope for (limit, _), d in zip(hits, decisions, strict=True) if not d.allowed]
+            log.info("rate_limited", scopes=refused, retry_after_s=decision.reset_s)
             raise RateLimited(decision)
         return decision

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -43,11 +44,20 @@ class PresenceRepository:
                 {"id": self.instance_id},
             )
 
-    async def write_share(self, user_id: uuid.UUID, connections: int, active: bool) -> bool:
-        """Record this instance's share of a user; True when the aggregate changed."""
+    async def write_shares(self, shares: list[tuple[uuid.UUID, int, bool]]) -> int:
+        """Record this instance's share of each user (users, connections, active) in one transaction.
+
+        Returns how many users' aggregate state changed.
+        """
         now = utcnow()
+        keep = [
+            {"iid": self.instance_id, "uid": uid, "n": n, "active": active, "now": now}
+            for uid, n, active in shares
+            if n > 0
+        ]
+        gone = [uid for uid, n, _ in shares if n <= 0]
         async with self.engine.begin() as conn:
-            if connections > 0:
+            if keep:
                 await conn.execute(
                     text(
                         """
@@ -55,22 +65,25 @@ class PresenceRepository:
                             (instance_id, user_id, connections, active, last_seen)
                         VALUES (:iid, :uid, :n, :active, :now)
                         ON CONFLICT (user_id, instance_id) DO UPDATE
-                        SET connections = :n, active = :active, last_seen = :now
+                        SET connections = excluded.connections, active = excluded.active,
+                            last_seen = excluded.last_seen
                         """
                     ),
-                    {"iid": self.instance_id, "uid": user_id, "n": connections, "active": active, "now": now},
+                    keep,
                 )
-            else:
+            if gone:
                 await conn.execute(
-                    text("DELETE FROM gateway.presence_shares WHERE instance_id = :iid AND user_id = :uid"),
-                    {"iid": self.instance_id, "uid": user_id},
+                    text(
+                        "DELETE FROM gateway.presence_shares"
+                        " WHERE instance_id = :iid AND user_id = ANY(:uids)"
+                    ),
+                    {"iid": self.instance_id, "uids": gone},
                 )
-            return await self._recompute(conn, user_id, now)
+            return await self._recompute(conn, [uid for uid, _, _ in shares], now)
 
     async def sweep_dead_instances(self) -> int:
         """Drop the shares of instances silent for longer than the TTL; returns how many users changed."""
         now = utcnow()
-        changed = 0
         async with self.engine.begin() as conn:
             dead = [
                 row.instance_id
@@ -98,8 +111,7 @@ class PresenceRepository:
             await conn.execute(
                 text("DELETE FROM gateway.instances WHERE instance_id = ANY(:ids)"), {"ids": dead}
             )
-            for user_id in sorted(users):
-                changed += await self._recompute(conn, user_id, now)
+            changed = await self._recompute(conn, list(users), now)
         return changed
 
     async def leave(self) -> None:
@@ -116,55 +128,74 @@ class PresenceRepository:
             await conn.execute(
                 text("DELETE FROM gateway.instances WHERE instance_id = :iid"), {"iid": self.instance_id}
             )
-            for user_id in sorted(users):
-                await self._recompute(conn, user_id, now)
+            await self._recompute(conn, list(users), now)
 
-    async def _recompute(self, conn: AsyncConnection, user_id: uuid.UUID, now: datetime) -> bool:
+    async def _recompute(self, conn: AsyncConnection, users: list[uuid.UUID], now: datetime) -> int:
+        """Re-aggregate users under their presence-row locks; write each change and its event.
+
+        Five statements for any number of users. The rows are locked first (in one
+        order for every writer), so the shares read next include every share
+        another instance committed before: two instances never overwrite each
+        other's view.
+        """
+        if not users:
+            return 0
+        users = sorted(set(users))
         await conn.execute(
             text(
                 """
-                INSERT INTO gateway.presence (user_id, state, last_seen) VALUES (:uid, 'offline', :now)
+                INSERT INTO gateway.presence (user_id, state, last_seen)
+                SELECT uid, 'offline', :now FROM unnest(CAST(:uids AS uuid[])) AS uid
                 ON CONFLICT (user_id) DO NOTHING
                 """
             ),
-            {"uid": user_id, "now": now},
+            {"uids": users, "now": now},
         )
-        current = (
-            await conn.execute(
-                text("SELECT state, last_seen FROM gateway.presence WHERE user_id = :uid FOR UPDATE"),
-                {"uid": user_id},
-            )
-        ).one()
-        rows = (
-            await conn.execute(
+        current = {
+            row.user_id: row.state
+            for row in await conn.execute(
                 text(
-                    """
-                    SELECT s.connections, s.active, s.last_seen, (i.heartbeat_at >= :cutoff) AS alive
-                    FROM gateway.presence_shares s
-                    LEFT JOIN gateway.instances i ON i.instance_id = s.instance_id
-                    WHERE s.user_id = :uid
-                    """
+                    "SELECT user_id, state FROM gateway.presence WHERE user_id = ANY(:uids)"
+                    " ORDER BY user_id FOR UPDATE"
                 ),
-                {"uid": user_id, "cutoff": now - self.ttl},
+                {"uids": users},
             )
-        ).all()
-        shares = [InstanceShare(r.connections, r.active, bool(r.alive)) for r in rows]
-        state = aggregate(shares)
-        connections = sum(s.connections for s in shares if s.alive)
-        if state == current.state:
-            return False
-        last_seen = now  # the moment the user was last seen in any state but this new one
+        }
+        shares: dict[uuid.UUID, list[InstanceShare]] = {uid: [] for uid in users}
+        for row in await conn.execute(
+            text(
+                """
+                SELECT s.user_id, s.connections, s.active, (i.heartbeat_at >= :cutoff) AS alive
+                FROM gateway.presence_shares s
+                LEFT JOIN gateway.instances i ON i.instance_id = s.instance_id
+                WHERE s.user_id = ANY(:uids)
+                """
+            ),
+            {"uids": users, "cutoff": now - self.ttl},
+        ):
+            shares[row.user_id].append(InstanceShare(row.connections, row.active, bool(row.alive)))
+        changes: list[dict[str, Any]] = []
+        for uid in users:
+            state = aggregate(shares[uid])
+            if state != current.get(uid):
+                connections = sum(s.connections for s in shares[uid] if s.alive)
+                changes.append({"uid": uid, "state": state, "ls": now, "n": connections})
+        if not changes:
+            return 0
         await conn.execute(
             text(
                 "UPDATE gateway.presence SET state = :state, last_seen = :ls, connections = :n"
                 " WHERE user_id = :uid"
             ),
-            {"state": state, "ls": last_seen, "n": connections, "uid": user_id},
+            changes,
         )
-        event = PresenceChanged(
-            payload=PresencePayload(
-                user_id=user_id, state=state, last_seen=last_seen, connections=connections
+        events = [
+            PresenceChanged(
+                payload=PresencePayload(
+                    user_id=c["uid"], state=c["state"], last_seen=c["ls"], connections=c["n"]
+                )
             )
-        )
-        await add_to_outbox(conn, outbox, [event_row(event, self.events_exchange)])
-        return True
+            for c in changes
+        ]
+        await add_to_outbox(conn, outbox, [event_row(event, self.events_exchange) for event in events])
+        return len(changes)

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import contextlib
 
-from fastapi import APIRouter, WebSocket
-from starlette.websockets import WebSocketDisconnect
+from starlette.routing import WebSocketRoute
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from services.gateway.connection import CLOSE_TOKEN_EXPIRED, Connection, frame_text
 from services.gateway.domain.tokens import chosen_subprotocol, token_from_request
 from services.gateway.hub import Hub
 from shared.security import InvalidToken, Principal
-
-router = APIRouter()
 
 
 async def _deny(websocket: WebSocket, detail: str) -> None:
@@ -25,7 +24,16 @@ async def _deny(websocket: WebSocket, detail: str) -> None:
     await websocket.close(CLOSE_TOKEN_EXPIRED, detail)
 
 
-@router.websocket("/ws")
+class WebSocketEndpoint:
+    """A plain ASGI app: no per-connection dependency scopes or handler wrappers (memory per socket)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await websocket_endpoint(WebSocket(scope, receive, send))
+
+
+route = WebSocketRoute("/ws", WebSocketEndpoint())
+
+
 async def websocket_endpoint(websocket: WebSocket) -> None:
     hub: Hub = websocket.app.state.hub
     settings = hub.settings

@@ -47,6 +47,20 @@ def _origin_of(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
 
 
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def _on_page_host(url: str, request: Request) -> str:
+    """A loopback URL on the page's own loopback name: ``localhost`` pages stay one site for cookies."""
+    parts = urlsplit(url)
+    page_host = request.url.hostname or ""
+    if parts.hostname in _LOOPBACK and page_host in _LOOPBACK and parts.hostname != page_host:
+        host = f"[{page_host}]" if ":" in page_host else page_host
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
 def _same_host_port(request: Request, port: int) -> str:
     """The request's host on another port: keeps ``localhost`` and ``127.0.0.1`` pages consistent."""
     host = request.url.hostname or "127.0.0.1"
@@ -71,8 +85,10 @@ def web_config(
     auth = auth_url or os.environ.get("WEB_AUTH_URL") or _origin_of(jwks) or _same_host_port(request, 8001)
     mail = mail_inbox_url or os.environ.get("WEB_MAIL_INBOX_URL") or _same_host_port(request, 8025) + "/"
     sms = sms_inbox_url or os.environ.get("WEB_SMS_INBOX_URL") or _same_host_port(request, 8003) + "/dev/sms"
+    mode = os.environ.get("WEB_AUTH_MODE", "bearer")
     return {
-        "auth_url": auth.rstrip("/"),
+        "auth_url": _on_page_host(auth.rstrip("/"), request),
+        "auth_mode": mode if mode in ("bearer", "cookie") else "bearer",
         "gateway_url": "",
         "mail_inbox_url": mail,
         "sms_inbox_url": sms,

@@ -101,6 +101,7 @@ async function main() {
     authUrl: config.auth_url,
     gatewayUrl: config.gateway_url || "",
     storage: webStorage(window.sessionStorage),
+    mode: config.auth_mode === "cookie" ? "cookie" : "bearer",
   });
   const view = new ChatView({ api, socket, auth, showError, showNotice });
   window.chatApp = { auth, api, socket, view };
@@ -111,7 +112,9 @@ async function main() {
     ui.conn.textContent = CONN_LABELS[state] || state;
   });
   socket.addEventListener("error", (e) => {
-    const { code, message } = e.detail;
+    const { code, message, client_id: clientId, frame } = e.detail;
+    // A conversation that is no longer ours (reassigned) answers not_found on resume: nothing to show.
+    if (code === "not_found" && !clientId && frame && frame.conversation_id) return;
     if (code === "unauthenticated") signedOut("Your session has ended. Please log in again.");
     else showError(new Error(`${message}${code && code !== message ? ` (${code})` : ""}`));
   });

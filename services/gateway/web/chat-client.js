@@ -138,18 +138,30 @@ export function memoryStorage() {
 /**
  * Accounts and tokens against the auth service.
  *
- * Bearer mode (default): the access token stays in memory, the refresh token in
- * `storage`; both rotate on every refresh. Events: "session" (detail: user or
- * null), "refreshed", "expired" (refresh failed: the person must log in again).
+ * mode "bearer" (default): tokens come in the JSON body; the access token is sent
+ * as `Authorization: Bearer`, the refresh token kept in `storage`; both rotate on
+ * every refresh. mode "cookie": auth keeps both tokens in httpOnly cookies that
+ * scripts never see; requests carry the cookies (`credentials: "include"`) and the
+ * CSRF token auth returned, as `X-CSRF-Token`. Events: "session" (detail: user or
+ * null), "refreshed" (detail: the new access token, or null in cookie mode),
+ * "expired" (refresh refused: the person must log in again).
  */
 export class AuthClient extends EventTarget {
-  constructor({ baseUrl, storage = memoryStorage(), fetch: fetchImpl = globalThis.fetch.bind(globalThis), refreshMarginS = 60 } = {}) {
+  constructor({
+    baseUrl,
+    mode = "bearer",
+    storage = memoryStorage(),
+    fetch: fetchImpl = globalThis.fetch.bind(globalThis),
+    refreshMarginS = 60,
+  } = {}) {
     super();
     this.baseUrl = String(baseUrl || "").replace(/\/$/, "");
+    this.mode = mode === "cookie" ? "cookie" : "bearer";
     this.storage = storage;
     this.fetch = fetchImpl;
     this.refreshMarginS = refreshMarginS;
-    this.session = storage.load(); // {user, access_token, refresh_token, expires_at (ms)}
+    // bearer: {user, access_token, refresh_token, expires_at, margin_ms}; cookie: {user, csrf_token, expires_at, margin_ms}
+    this.session = storage.load();
     this._refreshing = null;
     this._timer = null;
     if (this.session) this._schedule();
@@ -160,19 +172,37 @@ export class AuthClient extends EventTarget {
   }
 
   get loggedIn() {
-    return Boolean(this.session && this.session.refresh_token);
+    return Boolean(this.session && (this.session.refresh_token || this.session.csrf_token));
+  }
+
+  get cookieMode() {
+    return this.mode === "cookie";
   }
 
   _url(path) {
     return `${this.baseUrl}${path}`;
   }
 
+  /** Login, register and refresh: `?mode=cookie` asks auth to answer with cookies. */
+  _sessionUrl(path) {
+    return this._url(this.cookieMode ? `${path}?mode=cookie` : path);
+  }
+
+  /** fetch options for this mode: cookies and the CSRF header, or nothing extra. */
+  _withCredentials(options = {}) {
+    if (!this.cookieMode) return options;
+    const headers = { ...(options.headers || {}) };
+    if (this.session && this.session.csrf_token) headers["X-CSRF-Token"] = this.session.csrf_token;
+    return { ...options, headers, credentials: "include" };
+  }
+
   _store(tokens, user) {
     const expiresIn = Number(tokens.expires_in || 900);
     this.session = {
       user: user || tokens.user || (this.session && this.session.user) || null,
-      access_token: tokens.access_token,
-      refresh_token: tokens.refresh_token || (this.session && this.session.refresh_token),
+      access_token: tokens.access_token || null,
+      refresh_token: tokens.refresh_token || (this.session && this.session.refresh_token) || null,
+      csrf_token: tokens.csrf_token || null,
       expires_at: Date.now() + expiresIn * 1000,
       // Refresh ahead by the margin, but never more than a third of a short lifetime.
       margin_ms: Math.min(this.refreshMarginS * 1000, (expiresIn * 1000) / 3),
@@ -206,8 +236,8 @@ export class AuthClient extends EventTarget {
     if (email) body.email = email;
     if (phone) body.phone = phone;
     if (display_name) body.display_name = display_name;
-    const result = await requestJson(this.fetch, this._url("/auth/register"), { method: "POST", body });
-    if (result && result.access_token) {
+    const result = await requestJson(this.fetch, this._sessionUrl("/auth/register"), this._withCredentials({ method: "POST", body }));
+    if (result && (result.access_token || result.csrf_token)) {
       this._store(result, result.user);
       this.dispatchEvent(new CustomEvent("session", { detail: this.user }));
     }
@@ -215,7 +245,11 @@ export class AuthClient extends EventTarget {
   }
 
   async login(login, password) {
-    const result = await requestJson(this.fetch, this._url("/auth/login"), { method: "POST", body: { login, password } });
+    const result = await requestJson(
+      this.fetch,
+      this._sessionUrl("/auth/login"),
+      this._withCredentials({ method: "POST", body: { login, password } }),
+    );
     this._store(result, result.user);
     this.dispatchEvent(new CustomEvent("session", { detail: this.user }));
     return this.user;
@@ -223,14 +257,13 @@ export class AuthClient extends EventTarget {
 
   async logout() {
     const session = this.session;
-    this._clear();
     if (!session) return;
+    const options = this.cookieMode
+      ? this._withCredentials({ method: "POST" })
+      : { method: "POST", headers: { Authorization: `Bearer ${session.access_token}` } };
+    this._clear();
     try {
-      await requestJson(this.fetch, this._url("/auth/logout"), {
-        method: "POST",
-        body: { refresh_token: session.refresh_token },
-        headers: { Authorization: `Bearer ${session.access_token}` },
-      });
+      await requestJson(this.fetch, this._url("/auth/logout"), options);
     } catch {
       // The local session is gone either way; the server revokes the family when it can.
     }
@@ -240,8 +273,11 @@ export class AuthClient extends EventTarget {
   refresh() {
     if (!this.session) return Promise.reject(new ApiError({ status: 401, title: "Not logged in" }));
     if (!this._refreshing) {
-      const token = this.session.refresh_token;
-      this._refreshing = requestJson(this.fetch, this._url("/auth/refresh"), { method: "POST", body: { refresh_token: token } })
+      // Cookie mode: the refresh cookie rides along (path-scoped to /auth/refresh) with the CSRF header.
+      const options = this.cookieMode
+        ? this._withCredentials({ method: "POST" })
+        : { method: "POST", body: { refresh_token: this.session.refresh_token } };
+      this._refreshing = requestJson(this.fetch, this._sessionUrl("/auth/refresh"), options)
         .then((result) => {
           this._store(result, result.user);
           this.dispatchEvent(new CustomEvent("refreshed", { detail: this.session.access_token }));
@@ -271,10 +307,12 @@ export class AuthClient extends EventTarget {
     return this.session.access_token;
   }
 
-  /** fetch JSON with the bearer token; one refresh and retry on 401. */
+  /** fetch JSON as the logged-in person (bearer token or cookies); one refresh and retry on 401. */
   async authorized(url, options = {}) {
     const call = async (token) =>
-      requestJson(this.fetch, url, { ...options, headers: { ...(options.headers || {}), Authorization: `Bearer ${token}` } });
+      this.cookieMode
+        ? requestJson(this.fetch, url, this._withCredentials(options))
+        : requestJson(this.fetch, url, { ...options, headers: { ...(options.headers || {}), Authorization: `Bearer ${token}` } });
     const token = await this.accessToken();
     try {
       return await call(token);
@@ -440,6 +478,9 @@ export class ChatApi {
 // Input that shows a person is at the keyboard; a tab left open is reported idle by the gateway.
 const ACTIVITY_EVENTS = ["keydown", "pointerdown", "pointermove", "wheel", "focus", "visibilitychange"];
 const RECONNECT_CODES_AUTH = new Set([4001, 4401]); // the token expired on a live socket
+const MAX_AUTH_FAILURES = 3;
+// Error codes after which a message.send is simply tried again (with the same client_id).
+const RETRYABLE_ERRORS = new Set(["unavailable", "rate_limited"]);
 
 function newClientId() {
   if (globalThis.crypto && typeof globalThis.crypto.randomUUID === "function") return globalThis.crypto.randomUUID();
@@ -460,6 +501,9 @@ function newClientId() {
  *   "gap"                  {conversation_id, after, before}: fetch (after, before) over REST
  *   "error"                {code, message, client_id?}
  *   "frame"                every raw frame (debugging)
+ *
+ * Liveness: a quiet connection is pinged every `pingIntervalMs`; no answer within
+ * `ackTimeoutMs` drops it and reconnects. An unacked send is re-sent after `ackTimeoutMs`.
  */
 export class ChatSocket extends EventTarget {
   constructor({
@@ -468,6 +512,7 @@ export class ChatSocket extends EventTarget {
     minBackoffMs = 300,
     maxBackoffMs = 10000,
     ackTimeoutMs = 10000,
+    pingIntervalMs = 25000,
     activityIntervalMs = 15000,
     WebSocketImpl = globalThis.WebSocket,
   }) {
@@ -477,6 +522,7 @@ export class ChatSocket extends EventTarget {
     this.minBackoffMs = minBackoffMs;
     this.maxBackoffMs = maxBackoffMs;
     this.ackTimeoutMs = ackTimeoutMs;
+    this.pingIntervalMs = pingIntervalMs;
     this.activityIntervalMs = activityIntervalMs;
     this.WebSocketImpl = WebSocketImpl;
     this.ws = null;
@@ -488,10 +534,15 @@ export class ChatSocket extends EventTarget {
     this._stopped = true;
     this._timer = null;
     this._lastActivity = 0;
+    this._authFailures = 0; // 4001 closes since the last `hello`
+    this._watchTimer = null;
+    this._lastFrameAt = 0;
+    this._pingAt = 0; // when an unanswered ping went out (0: none)
     this._onInput = () => this._userActive();
     this._onOnline = () => this._online();
     this._onOffline = () => this._offline();
-    this._onRefreshed = (e) => this._sendRaw({ type: "auth.refresh", token: e.detail });
+    // Bearer mode hands the live socket its new token; cookie mode reconnects when the gateway closes 4001.
+    this._onRefreshed = (e) => e.detail && this._sendRaw({ type: "auth.refresh", token: e.detail });
   }
 
   /** Remember how far a conversation was loaded, so a reconnect asks only for the gap. */
@@ -520,10 +571,11 @@ export class ChatSocket extends EventTarget {
       for (const name of ACTIVITY_EVENTS) window.removeEventListener(name, this._onInput, true);
     }
     this.auth.removeEventListener("refreshed", this._onRefreshed);
+    clearInterval(this._watchTimer);
     if (this.ws) this.ws.close(1000, "bye");
     this.ws = null;
     this._setState("closed");
-    for (const entry of this.pending.values()) entry.reject(new Error("socket closed"));
+    for (const entry of this.pending.values()) entry.reject(Object.assign(new Error("socket closed"), { code: "closed" }));
     this.pending.clear();
   }
 
@@ -562,7 +614,8 @@ export class ChatSocket extends EventTarget {
     let ws;
     try {
       // Browsers cannot set headers on a WebSocket: the token rides as a subprotocol entry.
-      ws = new this.WebSocketImpl(this.url, ["chat.v1", `bearer.${token}`]);
+      // (Cookie mode: the access cookie goes with the handshake instead.)
+      ws = new this.WebSocketImpl(this.url, token ? ["chat.v1", `bearer.${token}`] : ["chat.v1"]);
     } catch (err) {
       this._emit("error", { code: "connect_failed", message: String(err) });
       this._retry();
@@ -577,6 +630,10 @@ export class ChatSocket extends EventTarget {
       this._flushPending();
       this._lastActivity = 0;
       if (typeof document === "undefined" || document.visibilityState === "visible") this._userActive();
+      this._lastFrameAt = Date.now();
+      this._pingAt = 0;
+      clearInterval(this._watchTimer);
+      this._watchTimer = setInterval(() => this._watch(ws), Math.max(10, Math.min(5000, this.ackTimeoutMs / 2)));
     };
     ws.onmessage = (event) => {
       if (this.ws !== ws) return;
@@ -586,19 +643,29 @@ export class ChatSocket extends EventTarget {
       } catch {
         return;
       }
+      this._lastFrameAt = Date.now();
+      this._pingAt = 0; // any frame proves the connection alive
       this._handle(frame);
     };
     ws.onclose = (event) => {
       if (this.ws !== ws) return;
       this.ws = null;
+      clearInterval(this._watchTimer);
       if (this._stopped) return;
       if (RECONNECT_CODES_AUTH.has(event.code)) {
         // Expired or refused token: refresh first, then reconnect (refresh failure ends the session).
-        this.auth.refresh().then(() => this._retry(true), () => {
+        // A token refused again and again (no `hello` in between) must not spin: back off, then give up.
+        this._authFailures += 1;
+        const giveUp = () => {
           this._emit("error", { code: "unauthenticated", message: "Your session has ended. Please log in again." });
           this._stopped = true;
           this._setState("closed");
-        });
+        };
+        if (this._authFailures > MAX_AUTH_FAILURES) {
+          giveUp();
+          return;
+        }
+        this.auth.refresh().then(() => this._retry(this._authFailures === 1), giveUp);
         return;
       }
       if (event.code === 1008 || event.code === 4403) {
@@ -626,9 +693,45 @@ export class ChatSocket extends EventTarget {
     this._timer = setTimeout(() => this._open(), delayMs);
   }
 
+  /**
+   * A connection can die without a close (Chrome keeps a socket "open" through a lost
+   * network): ping when it has been quiet, drop it when even the ping gets no answer,
+   * and re-send a message whose ack is overdue (same client_id: stored once).
+   */
+  _watch(ws) {
+    if (this.ws !== ws || ws.readyState !== 1) return;
+    const now = Date.now();
+    if (this._pingAt && now - this._pingAt > this.ackTimeoutMs) {
+      clearInterval(this._watchTimer);
+      this.ws = null;
+      try {
+        ws.close(4000, "unresponsive");
+      } catch {
+        // already closing
+      }
+      this._retry();
+      return;
+    }
+    if (!this._pingAt && now - this._lastFrameAt > this.pingIntervalMs) {
+      this._pingAt = now;
+      this._sendRaw({ type: "ping" });
+    }
+    for (const entry of this.pending.values()) {
+      if (now - entry.sentAt > this.ackTimeoutMs) {
+        entry.sentAt = now;
+        this._sendRaw(entry.frame);
+        if (!this._pingAt) {
+          this._pingAt = now;
+          this._sendRaw({ type: "ping" });
+        }
+      }
+    }
+  }
+
   _offline() {
     // Chrome keeps a WebSocket "open" across a network loss; drop it ourselves and resume later.
     clearTimeout(this._timer);
+    clearInterval(this._watchTimer);
     if (this.ws) {
       const ws = this.ws;
       this.ws = null;
@@ -723,9 +826,21 @@ export class ChatSocket extends EventTarget {
         this._emit("ack", { client_id: clientId, message: frame.message || frame });
         break;
       }
+      case "hello":
+        this._authFailures = 0;
+        break;
       case "error": {
         const clientId = frame.client_id || frame.ref;
         const detail = { code: frame.code || "error", message: frame.message || frame.detail || frame.code || "Error", client_id: clientId, frame };
+        if (clientId && this.pending.has(clientId) && RETRYABLE_ERRORS.has(detail.code)) {
+          // The store was slow or we sent too fast: the same client_id again later is safe (idempotent).
+          const entry = this.pending.get(clientId);
+          const waitMs = Number(frame.retry_after_ms) || Number(frame.retry_after_s) * 1000 || 1000;
+          setTimeout(() => {
+            if (this.pending.get(clientId) === entry) this._sendRaw(entry.frame);
+          }, waitMs);
+          break;
+        }
         if (clientId && this.pending.has(clientId)) {
           const entry = this.pending.get(clientId);
           this.pending.delete(clientId);
@@ -764,9 +879,9 @@ export class ChatSocket extends EventTarget {
   }
 }
 
-/** Build the three clients from one config object ({authUrl, gatewayUrl, storage}). */
-export function createChat({ authUrl, gatewayUrl = "", storage, wsUrl } = {}) {
-  const auth = new AuthClient({ baseUrl: authUrl, storage });
+/** Build the three clients from one config object ({authUrl, gatewayUrl, storage, mode, wsUrl}). */
+export function createChat({ authUrl, gatewayUrl = "", storage, wsUrl, mode = "bearer" } = {}) {
+  const auth = new AuthClient({ baseUrl: authUrl, storage, mode });
   const api = new ChatApi({ baseUrl: gatewayUrl, auth });
   const origin = gatewayUrl || (typeof location !== "undefined" ? location.origin : "");
   const socketUrl = wsUrl || `${origin.replace(/^http/, "ws")}/ws`;

@@ -280,13 +280,19 @@ export class ChatView {
     return this.messages.get(cid);
   }
 
-  _add(message) {
+  /**
+   * Keep a message (by seq, so twice is impossible). `track` moves the socket's resume
+   * position: right for history pages (contiguous) and delivered frames, wrong for an
+   * ack — our seq 7 can be acked before the other side's seq 6 is delivered, and a
+   * position at 7 would make the socket drop 6 as already seen.
+   */
+  _add(message, { track = true } = {}) {
     const cid = message.conversation_id;
     const store = this._store(cid);
     const existing = store.get(message.seq);
     store.set(message.seq, existing ? { ...existing, ...message } : message);
     if (message.client_id) this.pendingByClient.delete(message.client_id);
-    this.socket.track(cid, message.seq);
+    if (track) this.socket.track(cid, message.seq);
   }
 
   async open(id) {
@@ -359,7 +365,7 @@ export class ChatView {
   }
 
   _receipt(m, peerRead) {
-    if (m.pending) return m.failed ? ["failed", "failed — will not be sent"] : ["pending", "…"];
+    if (m.pending) return m.failed ? ["failed", "not sent"] : ["pending", "…"];
     return m.seq <= peerRead ? ["read", "✓✓"] : ["sent", "✓"];
   }
 
@@ -400,6 +406,15 @@ export class ChatView {
         receipt.textContent = text;
         li.classList.toggle("failed", state === "failed");
         meta.append(receipt);
+        if (state === "failed") {
+          const retry = document.createElement("button");
+          retry.type = "button";
+          retry.className = "link";
+          retry.dataset.testid = "retry";
+          retry.textContent = "Retry";
+          retry.addEventListener("click", () => this._dispatch(this.current, m.body, m.client_id));
+          meta.append(retry);
+        }
       }
       li.append(body, meta);
       return li;
@@ -415,15 +430,24 @@ export class ChatView {
     if (!body || !id) return;
     this.composer.value = "";
     const clientId = crypto.randomUUID();
+    this._dispatch(id, body, clientId);
+  }
+
+  /** Send (or re-send, with the same client_id, so the store keeps one copy) and track the outcome. */
+  _dispatch(id, body, clientId) {
     this.pendingByClient.set(clientId, { conversation_id: id, body });
     this._renderMessages();
     this.socket.send(id, body, clientId).then(
       (message) => {
-        if (message && message.seq != null) this._add({ conversation_id: id, body, sender_id: this.me, client_id: clientId, ...message });
+        if (message && message.seq != null) {
+          const { type: _frameType, ref: _ref, duplicate: _duplicate, ...stored } = message;
+          this._add({ conversation_id: id, body, sender_id: this.me, client_id: clientId, ...stored }, { track: false });
+        }
         this.pendingByClient.delete(clientId);
         if (id === this.current) this._renderMessages();
       },
       (err) => {
+        if (err.code === "closed") return; // signed out: nothing left to show
         const p = this.pendingByClient.get(clientId);
         if (p) p.failed = true;
         if (id === this.current) this._renderMessages();
@@ -519,7 +543,7 @@ export class ChatView {
     if (!seqs.length) return;
     const top = Math.max(...seqs);
     const c = this.conversations.get(id);
-    if (c && (c.my_read_seq || 0) >= top) return;
+    if (c && Number(c.my_read_seq ?? c.read_seq ?? 0) >= top) return;
     if (c) {
       c.my_read_seq = top;
       c.unread_count = 0;

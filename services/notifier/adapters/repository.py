@@ -24,6 +24,32 @@ from services.notifier.adapters.tables import (
 from services.notifier.domain.model import Presence, Recipient, Thread, UnreadMessage
 from shared.events import MessagePayload, MessageUnreadPayload, PresencePayload, UserPayload
 
+# --- per-recipient serialisation ----------------------------------------------
+
+_LOCK_NAMESPACE = 0x6E6F7469  # "noti": keeps our advisory locks apart from other services'
+
+
+def _lock_key(user_id: uuid.UUID) -> int:
+    return int.from_bytes(user_id.bytes[:4], "big", signed=True)
+
+
+async def lock_recipient(*, session: AsyncSession, user_id: uuid.UUID) -> None:
+    """Serialise projection updates of one user with the scheduler's decisions about them.
+
+    Without it a decision made from a projection read just before a concurrent update commits
+    (an unknown or active recipient) could be deferred for its whole retry time.
+    """
+    await session.execute(select(func.pg_advisory_xact_lock(_LOCK_NAMESPACE, _lock_key(user_id))))
+
+
+async def try_lock_recipient(*, session: AsyncSession, user_id: uuid.UUID) -> bool:
+    """The scheduler's side: never wait (no deadlock with row locks); skip the user for now instead."""
+    result = await session.execute(
+        select(func.pg_try_advisory_xact_lock(_LOCK_NAMESPACE, _lock_key(user_id)))
+    )
+    return bool(result.scalar_one())
+
+
 # --- projections -------------------------------------------------------------
 
 
@@ -205,6 +231,17 @@ async def apply_read(
     return closes
 
 
+async def set_silence_until_read(
+    *, session: AsyncSession, recipient_id: uuid.UUID, conversation_id: uuid.UUID, enabled: bool
+) -> None:
+    await _lock_thread(session, recipient_id, conversation_id)
+    await session.execute(
+        update(threads)
+        .where(threads.c.recipient_id == recipient_id, threads.c.conversation_id == conversation_id)
+        .values(silence_until_read=enabled)
+    )
+
+
 async def apply_message_update(*, session: AsyncSession, message: MessagePayload) -> None:
     """Edits change what a digest quotes; deletions take the message out of it (even if early)."""
     if message.deleted_at is not None:
@@ -267,8 +304,14 @@ async def load_presence(*, session: AsyncSession, user_id: uuid.UUID) -> Presenc
 
 
 async def load_thread(*, session: AsyncSession, row: RowMapping) -> Thread:
+    """The thread with its unread messages; a tombstone marks a message deleted even if it won a race."""
+    tombstoned = (
+        select(message_tombstones.c.message_id)
+        .where(message_tombstones.c.message_id == unread_messages.c.message_id)
+        .exists()
+    )
     result = await session.execute(
-        select(unread_messages)
+        select(unread_messages, tombstoned.label("tombstoned"))
         .where(
             unread_messages.c.recipient_id == row["recipient_id"],
             unread_messages.c.conversation_id == row["conversation_id"],
@@ -282,7 +325,7 @@ async def load_thread(*, session: AsyncSession, row: RowMapping) -> Thread:
             sender_name=m["sender_name"],
             body=m["body"],
             created_at=m["created_at"],
-            deleted=m["deleted"],
+            deleted=m["deleted"] or m["tombstoned"],
         )
         for m in result.mappings()
     )
@@ -290,6 +333,8 @@ async def load_thread(*, session: AsyncSession, row: RowMapping) -> Thread:
         recipient_id=row["recipient_id"],
         conversation_id=row["conversation_id"],
         opened_at=row["opened_at"],
+        notified_seq=row["notified_seq"],
+        silence_until_read=row["silence_until_read"],
         read_seq=row["read_seq"],
         last_notified_at=row["last_notified_at"],
         cooldown_level=row["cooldown_level"],
@@ -361,6 +406,14 @@ async def claim_sendable(
         .returning(*notifications.c)
     )
     return sorted(result.mappings().all(), key=lambda r: (r["priority"], r["created_at"]))
+
+
+async def renew_lease(*, session: AsyncSession, notification_id: uuid.UUID, lease: timedelta) -> None:
+    await session.execute(
+        update(notifications)
+        .where(notifications.c.id == notification_id, notifications.c.status == "sending")
+        .values(lease_until=func.now() + lease)
+    )
 
 
 async def record_attempt(

@@ -63,6 +63,8 @@ threads = Table(
     Column("defer_reason", Text),
     Column("last_notified_at", DateTime(timezone=True)),
     Column("cooldown_level", Integer, nullable=False, server_default="0"),
+    # The recipient's choice: after one notification, nothing more until they read.
+    Column("silence_until_read", Boolean, nullable=False, server_default="false"),
     Index("ix_threads_due", "due_at", postgresql_where=text("due_at IS NOT NULL")),
 )
 

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 Channel = Literal["email", "sms"]
-SuppressReason = Literal["read", "deleted", "preference", "unknown_recipient"]
+SuppressReason = Literal["read", "deleted", "preference", "unknown_recipient", "silenced"]
 DeferReason = Literal["active", "cooldown", "quiet_hours", "unknown_recipient"]
 
 
@@ -53,6 +53,8 @@ class Thread:
     cooldown_level: int = 0  # notifications sent since the last reset
     unread: tuple[UnreadMessage, ...] = ()
     opened_at: datetime | None = None  # when the current pending window opened
+    notified_seq: int = 0  # highest seq a notification already covered
+    silence_until_read: bool = False
 
     def visible_unread(self) -> tuple[UnreadMessage, ...]:
         return tuple(m for m in self.unread if m.seq > self.read_seq and not m.deleted)

@@ -131,6 +131,8 @@ def decide(
     if not unread:
         live = [m for m in thread.unread if m.seq > thread.read_seq]
         return Suppress("deleted" if live else "read")
+    if thread.silence_until_read and thread.notified_seq > thread.read_seq:
+        return Suppress("silenced")  # told once already; quiet until they read
     if recipient is None:
         opened = thread.opened_at or now
         if now - opened < policy.unknown_recipient_give_up:

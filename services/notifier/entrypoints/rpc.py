@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.notifier.adapters import repository as repo
+from shared.db import transaction
 from shared.logging import mask_phone
 from shared.messaging.rpc import Handler, RpcError
 
@@ -72,4 +73,19 @@ def make_handlers(sessions: async_sessionmaker[AsyncSession]) -> dict[str, Handl
             "pending": [_jsonable(row) for row in pending],
         }
 
-    return {"notifications.recent": recent}
+    async def silence(params: dict[str, Any], actor: dict[str, Any]) -> dict[str, Any]:
+        """``notifications.silence``: ``{conversation_id, silence_until_read}`` for the actor's own alerts."""
+        user_id = _parse_uuid(actor.get("user_id"), "actor.user_id")
+        if user_id is None:
+            raise RpcError("unauthorized", "an authenticated user is required", status=401)
+        conversation_id = _parse_uuid(params.get("conversation_id"), "conversation_id")
+        enabled = params.get("silence_until_read")
+        if conversation_id is None or not isinstance(enabled, bool):
+            raise RpcError("bad_request", "conversation_id and silence_until_read are required", status=422)
+        async with transaction(sessions) as session:
+            await repo.set_silence_until_read(
+                session=session, recipient_id=user_id, conversation_id=conversation_id, enabled=enabled
+            )
+        return {"conversation_id": str(conversation_id), "silence_until_read": enabled}
+
+    return {"notifications.recent": recent, "notifications.silence": silence}

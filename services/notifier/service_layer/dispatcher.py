@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -66,6 +67,7 @@ class Dispatcher:
         retry_max_s: float = 10.0,
         concurrency: int = 8,
         poll_s: float = 1.0,
+        shutdown_grace_s: float = 5.0,
     ) -> None:
         self.sessions = sessions
         self.email = email
@@ -80,6 +82,7 @@ class Dispatcher:
         self.retry_max_s = retry_max_s
         self.concurrency = concurrency
         self.poll_s = poll_s
+        self.shutdown_grace_s = shutdown_grace_s
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
@@ -95,8 +98,12 @@ class Dispatcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._inflight:
+            # Let sends in progress finish and be recorded: cancelling one mid-call would widen
+            # the ambiguous window. Whatever is still running then is re-sent after its lease.
+            await asyncio.wait(set(self._inflight), timeout=self.shutdown_grace_s)
         for task in list(self._inflight):
-            task.cancel()  # their leases expire and another replica (or the restart) sends them
+            task.cancel()
         await asyncio.gather(*self._inflight, return_exceptions=True)
 
     async def _run(self) -> None:
@@ -127,6 +134,9 @@ class Dispatcher:
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
         self._wake.set()
+        if not task.cancelled() and task.exception() is not None:
+            # Typically the database went away while recording: the lease lapses and it is retried.
+            log.error("delivery_crashed", task=task.get_name(), error=repr(task.exception())[:300])
 
     async def _claim(self, limit: int, *, urgent_only: bool = False) -> Sequence[RowMapping]:
         async with transaction(self.sessions) as session:
@@ -143,6 +153,28 @@ class Dispatcher:
         return len(rows)
 
     async def deliver(self, row: RowMapping) -> None:
+        renewer = asyncio.create_task(self._keep_lease(row["id"]), name=f"lease-{row['id']}")
+        try:
+            await self._deliver(row)
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+
+    async def _keep_lease(self, notification_id: uuid.UUID) -> None:
+        """Renew the lease while this process is alive and sending: only a dead sender loses it."""
+        interval = self.lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                async with transaction(self.sessions) as session:
+                    await repo.renew_lease(session=session, notification_id=notification_id, lease=self.lease)
+            except Exception as exc:
+                log.warning(
+                    "lease_renewal_failed", notification_id=str(notification_id), error=type(exc).__name__
+                )
+
+    async def _deliver(self, row: RowMapping) -> None:
         channel: str = row["channel"]
         try:
             if row["kind"] == "digest" and await self._read_meanwhile(row):

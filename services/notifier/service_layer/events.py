@@ -46,12 +46,14 @@ class Window:
 async def apply_event(*, session: AsyncSession, event: EventBase, now: datetime, window: Window) -> Effect:
     """Route one event; unknown types are ignored (the queue may carry more than we use)."""
     if isinstance(event, UserRegistered | UserUpdated):
+        await repo.lock_recipient(session=session, user_id=event.payload.user_id)
         await repo.upsert_recipient(session=session, user=event.payload, version_at=event.occurred_at)
         due = await repo.recheck_deferred(
             session=session, user_id=event.payload.user_id, reason="unknown_recipient", now=now
         )
         return Effect(wake_scheduler=due)
     if isinstance(event, PresenceChanged):
+        await repo.lock_recipient(session=session, user_id=event.payload.user_id)
         applied = await repo.upsert_presence(
             session=session, state=event.payload, version_at=event.occurred_at
         )

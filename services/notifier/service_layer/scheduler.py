@@ -99,6 +99,8 @@ class Scheduler:
 
     async def _decide_one(self, session: AsyncSession, row: RowMapping, now: datetime) -> int:
         recipient_id, conversation_id = row["recipient_id"], row["conversation_id"]
+        if not await repo.try_lock_recipient(session=session, user_id=recipient_id):
+            return 0  # their profile or presence is changing right now: decide at the next pass
         thread = await repo.load_thread(session=session, row=row)
         recipient = await repo.load_recipient(session=session, user_id=recipient_id)
         presence = await repo.load_presence(session=session, user_id=recipient_id)
@@ -159,6 +161,9 @@ class Scheduler:
             created_at=now,
             **content,
         )
+        if not inserted:  # this very digest was decided before: close the window, change nothing else
+            await repo.update_thread(**keys, due_at=None, defer_reason=None, opened_at=None)
+            return 0
         level = effective_level(thread.cooldown_level, thread.last_notified_at, now, self.policy)
         await repo.update_thread(
             **keys,
@@ -169,4 +174,4 @@ class Scheduler:
             notified_seq=sent_seq,
             cooldown_level=level + 1,
         )
-        return 1 if inserted else 0
+        return 1

@@ -99,17 +99,6 @@ def message_payload(view: MessageView) -> MessagePayload:
     return MessagePayload(**view.model_dump())
 
 
-def conversation_payload(conv: ConversationView) -> ConversationPayload:
-    return ConversationPayload(
-        conversation_id=conv.conversation_id,
-        user_id=conv.user_id,
-        admin_id=conv.admin_id,
-        subject=conv.subject,
-        status=conv.status,
-        last_seq=conv.last_seq,
-    )
-
-
 def conversation_frame(payload: ConversationPayload) -> bytes:
     """What both participants (and a former assignee) see of a conversation change."""
     return encode_frame("conversation.updated", payload.model_dump(mode="json"))

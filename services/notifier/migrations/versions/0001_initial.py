@@ -46,13 +46,6 @@ def upgrade() -> None:
         schema="notifier",
     )
     op.create_table(
-        "message_tombstones",
-        sa.Column("message_id", sa.UUID(), nullable=False),
-        sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("message_id", name=op.f("pk_message_tombstones")),
-        schema="notifier",
-    )
-    op.create_table(
         "notifications",
         sa.Column("id", sa.UUID(), nullable=False),
         sa.Column("idempotency_key", sa.Text(), nullable=False),
@@ -187,7 +180,6 @@ def downgrade() -> None:
     )
     op.drop_index("ix_notifications_created", table_name="notifications", schema="notifier")
     op.drop_table("notifications", schema="notifier")
-    op.drop_table("message_tombstones", schema="notifier")
     op.drop_table("inbox", schema="notifier")
     op.drop_index(op.f("ix_notifier_attempts_notification_id"), table_name="attempts", schema="notifier")
     op.drop_table("attempts", schema="notifier")
