@@ -188,9 +188,10 @@ def render_summary(records: Iterable[dict[str, Any]]) -> str:
             f"## {title}",
             "",
             "Latency in ms from each message's scheduled send time. CPU in ms per acked message above the "
-            "idle baseline, by process (system = services, PostgreSQL and RabbitMQ; not the loader).",
+            "idle baseline, by process (system = services, PostgreSQL and RabbitMQ; not the loader). "
+            "'missing' = deliveries not arrived by the end of the drain window (late or lost).",
             "",
-            "| rate/s | sent | ack p50 / p99 | recipient p50 / p95 / p99 / max | event p50 / p99 | lost "
+            "| rate/s | sent | ack p50 / p99 | recipient p50 / p95 / p99 / max | event p50 / p99 | missing "
             "| errors | gateway | store | notifier | postgres | rabbitmq | system ms/msg "
             "| machine busy (cores) | other (cores) | loader (cores) | held |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -222,7 +223,8 @@ def render_summary(records: Iterable[dict[str, Any]]) -> str:
         out += [
             "## W4 notifier (offline recipients, email)",
             "",
-            "| messages | emails | duplicates | grace s | latency - grace p50 / p99 / max ms | emails/s |",
+            "| messages | emails (distinct recipients) | duplicates | grace s "
+            "| latency - grace p50 / p99 / max ms (of emails received) | emails/s |",
             "|---|---|---|---|---|---|",
             f"| {r.get('messages')} | {r.get('emails')} | {r.get('duplicates')} | "
             f"{r.get('grace_window_s')} | "

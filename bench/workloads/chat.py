@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,6 +116,8 @@ async def measured_step(
     record["cpu_per_msg_basis"] = "acked" if record_obj.acked else "sent"
     record["marginal_cpu_ms_per_msg"] = marginal_cpu(record["window"], session.idle_cores, processed)
     record["other_frames"] = dict(engine.other_frames)
+    closed = Counter(str(c.closed_code) for c in session.clients if c.closed_code is not None)
+    record["closed_connections"] = dict(closed)  # cumulative over the session, by close code
     return record
 
 

@@ -17,6 +17,8 @@ def verdict(record: dict[str, Any], p99_limit_ms: float) -> str | None:
         return f"{record['lost_deliveries']} deliveries missing"
     if record["errors"]:
         return f"error frames {record['errors']}"
+    if record.get("closed_connections"):
+        return f"connections closed by the server {record['closed_connections']}"
     if record["send_failed"]:
         return f"{record['send_failed']} sends on closed connections"
     if p99 is None or p99 != p99 or p99 > p99_limit_ms:

@@ -34,12 +34,14 @@ class Gateway:
     hub: Hub
     relay: OutboxRelay
     verifier: TokenVerifier
+    notifier_rpc: RpcClient
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
         await self.broker.start()
         self.relay.publisher = self.broker.publisher
         await self.rpc.start()
+        await self.notifier_rpc.start()
         try:
             await self.verifier.refresh(force=True)
         except Exception as exc:  # auth may start later: the first handshake fetches the keys
@@ -56,6 +58,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.rpc.stop()
+        await self.notifier_rpc.stop()
         await self.broker.close()
         await self.engine.dispose()
 
@@ -88,4 +91,5 @@ def build_gateway(common: CommonSettings, settings: GatewaySettings) -> Gateway:
         dsn=asyncpg_dsn(common.database_url),
         poll_interval_s=common.outbox_poll_interval_s,
     )
-    return Gateway(engine, broker, rpc, hub, relay, verifier)
+    notifier_rpc = RpcClient(broker, "notifier", timeout=common.rpc_timeout_s)
+    return Gateway(engine, broker, rpc, hub, relay, verifier, notifier_rpc)

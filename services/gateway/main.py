@@ -8,8 +8,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from services.gateway.bootstrap import Gateway, build_gateway
-from services.gateway.entrypoints import http, ws
+from services.gateway.entrypoints import http, notifications, ws
 from services.gateway.settings import get_settings
+from services.gateway.web import mount_web_client
 from shared.db import database_ready
 from shared.logging import configure_logging
 from shared.runtime import serve
@@ -49,7 +50,9 @@ def create_app() -> FastAPI:
         description="Consultation chat REST API; the WebSocket frames are in docs/protocol.md",
     )
     app.include_router(http.router)
+    app.include_router(notifications.router)
     app.router.routes.append(ws.route)
+    mount_web_client(app)
     return app
 
 

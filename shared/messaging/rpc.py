@@ -16,10 +16,11 @@ from typing import Any
 
 import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
+from aiormq.exceptions import AMQPError
 
 from shared.logging import get_logger
 from shared.messaging.connection import Broker
-from shared.messaging.publisher import Publisher
+from shared.messaging.publisher import Publisher, UnroutableError
 from shared.messaging.topology import declare_rpc_queue
 
 log = get_logger(__name__)
@@ -98,6 +99,11 @@ class RpcClient:
             reply = await asyncio.wait_for(future, wait)
         except TimeoutError:
             raise RpcTimeout(method, wait) from None
+        except (AMQPError, ConnectionError, UnroutableError, RuntimeError) as exc:
+            # The broker connection is down or recovering: same meaning to the caller as a timeout.
+            raise RpcError(
+                "unavailable", f"{method}: broker unavailable ({type(exc).__name__})", status=503
+            ) from None
         finally:
             self._pending.pop(correlation_id, None)
         if reply.get("ok"):

@@ -191,7 +191,6 @@ async def stack(common_env: dict[str, str], mail_sink: MailSink) -> AsyncIterato
         "AUTH_FRONTEND_BASE_URL": gateway_origins[0],
         # Several browser registrations and logins come from one loopback address.
         "AUTH_RATE_LIMIT_ENABLED": "false",
-        "NOTIFIER_DEV_SMS_INBOX": "true",
         # Low enough for one test to reach, high enough for every other conversation here.
         "STORE_FLOOD_CAP_PER_MINUTE": str(FLOOD_CAP),
         "NOTIFIER_SMTP_PORT": str(mail_sink.smtp_port),

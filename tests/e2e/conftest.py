@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ from tests.support import infra
 from tests.support.processes import ROOT, ServiceProcess, service
 from tests.support.proxy import CuttableProxy
 
-ADMIN_PASSWORD = "admin-Passw0rd-e2e"  # noqa: S105 - a test fixture's throwaway credential
+ADMIN_PASSWORD = "admin-Passw0rd-e2e"
 
 
 @dataclass
@@ -42,7 +43,7 @@ class Stack:
 
     async def restart(self, name: str, *, kill: bool = False) -> None:
         process = self.processes[name]
-        process.kill() if kill else process.stop()
+        await process.terminate(signal.SIGKILL if kill else signal.SIGTERM)
         process.start()
         await process.wait_ready()
 
@@ -97,6 +98,9 @@ async def stack(
         "CHAT_DATABASE_URL": database_url.replace(f":{infra.PG_PORT}/", f":{postgres.port}/"),
         "CHAT_AMQP_URL": amqp_url.replace(f":{infra.AMQP_PORT}/", f":{rabbitmq.port}/"),
         "CHAT_AMQP_PREFIX": f"e2e{run_id}",
+        # A second of grace: presence (from the gateway) and the unread event (from the store)
+        # travel separately, and the decision must see where the recipient really is.
+        "NOTIFIER_GRACE_WINDOW_S": "1",
         "NOTIFIER_IDLE_AFTER_S": "2",
         "AUTH_KEYS_DIR": str(ROOT / "var" / f"test-keys-{run_id}"),
         "AUTH_RATE_LIMIT_ENABLED": "false",
@@ -125,7 +129,6 @@ async def stack(
         await asyncio.gather(*(p.wait_ready() for p in stack.processes.values()))
         yield stack
     finally:
-        for process in stack.processes.values():
-            process.stop()
+        await asyncio.gather(*(p.terminate() for p in stack.processes.values()))
         await postgres.stop()
         await rabbitmq.stop()

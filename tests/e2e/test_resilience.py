@@ -94,5 +94,3 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> No
             await asyncio.sleep(0.05)
 
     await asyncio.wait_for(poll(), timeout)
-
-

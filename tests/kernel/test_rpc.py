@@ -86,3 +86,27 @@ async def test_a_result_json_cannot_hold_becomes_an_internal_error_reply(broker:
     assert failed.value.code == "internal"
     await client.stop()
     await server.stop()
+
+
+async def test_call_while_the_broker_is_unreachable_fails_fast_as_unavailable(amqp_url: str) -> None:
+    from shared.messaging.topology import Topology
+    from tests.support import infra
+    from tests.support.proxy import CuttableProxy
+
+    proxy = CuttableProxy(infra.AMQP_HOST, infra.AMQP_PORT)
+    await proxy.start()
+    broker = Broker(
+        amqp_url.replace(f":{infra.AMQP_PORT}/", f":{proxy.port}/"), Topology(prefix="rpccut"), service="t"
+    )
+    await broker.start()
+    client = RpcClient(broker, "store", timeout=30)
+    await client.start()
+    await proxy.cut()
+    await asyncio.sleep(0.2)
+    with pytest.raises(RpcError) as failed:
+        await asyncio.wait_for(client.call("message.send", {}), 5)  # well before the 30 s timeout
+    assert failed.value.code == "unavailable"
+    await proxy.restore()
+    await client.stop()
+    await broker.close()
+    await proxy.stop()

@@ -68,6 +68,18 @@ class ServiceProcess:
             self.proc.kill()
             self.proc.wait(5)
 
+    async def terminate(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+        """Like ``stop`` without blocking the loop (proxies in this process must keep forwarding)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            await asyncio.to_thread(self.proc.wait, 5)
+
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
 

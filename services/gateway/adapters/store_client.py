@@ -86,6 +86,11 @@ class SendBatcher:
                 if not future.done():
                     future.set_exception(RpcError(exc.code, exc.message, status=exc.status, **exc.extra))
             return
+        except Exception as exc:  # never leave a sender waiting on a future nobody will resolve
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(RpcError("unavailable", type(exc).__name__, status=503))
+            return
         for (_, _, future), outcome in zip(batch, result["outcomes"], strict=True):
             if outcome.get("error"):
                 error = dict(outcome["error"])
