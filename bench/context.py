@@ -35,6 +35,8 @@ class Context:
     rng: random.Random = field(default_factory=random.Random)
     _chat: Population | None = None
     _accounts: tuple[list[Account], list[Account]] | None = None
+    _db0: dict[str, int] = field(default_factory=dict)
+    _db_delta: dict[str, int] = field(default_factory=dict)
 
     def log(self, message: str) -> None:
         print(f"[bench] {message}", flush=True)
@@ -53,16 +55,24 @@ class Context:
 
     async def start_window(self) -> Meter:
         meter = Meter()
+        self._db0 = await self.stack.database_counters()
         meter.start(await self.roles())
         return meter
 
     async def stop_window(self, meter: Meter) -> Window:
-        return meter.stop(await self.roles())
+        window = meter.stop(await self.roles())
+        db1 = await self.stack.database_counters()
+        self._db_delta = {k: v - self._db0.get(k, 0) for k, v in db1.items()}
+        return window
 
     def window_record(self, window: Window, messages: int | None) -> dict[str, Any]:
         loader = window.groups.get("loader")
         cores = loader.cpu_ms / 1000.0 / window.wall_s if loader and window.wall_s else 0.0
+        database: dict[str, Any] = {"delta": dict(self._db_delta)}
+        if messages:
+            database["per_msg"] = {k: round(v / messages, 2) for k, v in self._db_delta.items()}
         return {
+            "database": database,
             "window": window.as_dict(messages),
             "loader_cpu_cores": round(cores, 3),
             # Ticks are 10 ms: a flag needs a few of them, or a 30 ms window would flag on one tick.

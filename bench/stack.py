@@ -93,6 +93,17 @@ class Stack:
         )
         return [int(r["pid"]) for r in rows]
 
+    async def database_counters(self) -> dict[str, int]:
+        """Cumulative transactions and row operations of the bench database (pg_stat_database).
+
+        The statistics collector flushes about every 500 ms, so short windows are approximate."""
+        row = await (await self._monitor()).fetchrow(
+            "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted, tup_fetched,"
+            " blks_hit + blks_read AS blocks FROM pg_stat_database WHERE datname = $1",
+            self.database,
+        )
+        return {k: int(v) for k, v in dict(row or {}).items()}
+
     async def close(self) -> None:
         if self._pg is not None:
             await self._pg.close()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import orjson
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -34,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from shared.events import EventBase
 from shared.logging import get_logger
-from shared.messaging.publisher import Publisher
+from shared.messaging.connection import Broker
 
 log = get_logger(__name__)
 
@@ -101,12 +102,23 @@ async def add_to_outbox(session: AsyncSession | AsyncConnection, table: Table, r
         await session.execute(insert(table), [row.values() for row in rows])
 
 
+def _headers(raw: object) -> dict[str, Any] | None:
+    """AMQP headers of a row, for outbox tables that carry a ``headers`` JSON column (CC fan-out)."""
+    if raw is None:
+        return None
+    if isinstance(raw, str | bytes):
+        decoded: dict[str, Any] = orjson.loads(raw)
+        return decoded
+    assert isinstance(raw, dict)
+    return raw
+
+
 class OutboxRelay:
     def __init__(
         self,
         engine: AsyncEngine,
         table: Table,
-        publisher: Publisher,
+        broker: Broker,
         *,
         dsn: str,
         poll_interval_s: float = 1.0,
@@ -114,19 +126,22 @@ class OutboxRelay:
     ) -> None:
         self.engine = engine
         self.table = table
-        self.publisher = publisher
+        self.broker = broker  # its publisher exists only once started: looked up per batch
         self.dsn = dsn
         self.poll_interval_s = poll_interval_s
         self.batch_size = batch_size
         self.schema = table.schema or "public"
         self._wakeup = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
+        # Only rows addressed to this topology's exchanges: a row another deployment (another
+        # prefix) left behind stays put instead of closing the channel with a 404.
+        self.exchanges = [broker.topology.events_exchange, broker.topology.delivery_exchange]
         self._claim = text(
             f"""
             DELETE FROM {self.schema}.outbox WHERE id IN (
-                SELECT id FROM {self.schema}.outbox ORDER BY id
+                SELECT id FROM {self.schema}.outbox WHERE exchange = ANY(:exchanges) ORDER BY id
                 FOR UPDATE SKIP LOCKED LIMIT :limit
-            ) RETURNING id, exchange, routing_key, body, message_id, persistent
+            ) RETURNING *
             """  # noqa: S608 - schema is a code constant, never input
         )
         self.published = 0
@@ -162,19 +177,23 @@ class OutboxRelay:
     async def drain_once(self) -> int:
         """Claim, publish and delete one batch; returns how many rows left the outbox."""
         async with self.engine.connect() as conn, conn.begin():
-            claimed = (await conn.execute(self._claim, {"limit": self.batch_size})).all()
+            claimed = (
+                await conn.execute(self._claim, {"limit": self.batch_size, "exchanges": self.exchanges})
+            ).all()
             if not claimed:
                 return 0
             rows = sorted(claimed, key=lambda r: r.id)
+            publisher = self.broker.publisher
             # Confirms in flight together; frames still reach the broker in id order.
             await asyncio.gather(
                 *(
-                    self.publisher.publish(
+                    publisher.publish(
                         row.exchange,
                         row.routing_key,
                         bytes(row.body),
                         message_id=row.message_id,
                         persistent=row.persistent,
+                        headers=_headers(row._mapping.get("headers")),
                     )
                     for row in rows
                 )

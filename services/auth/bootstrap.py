@@ -74,7 +74,7 @@ class Runtime:
         self.relay = OutboxRelay(
             self.context.engine,
             outbox,
-            self.broker.publisher,
+            self.broker,
             dsn=asyncpg_dsn(common.database_url),
             poll_interval_s=common.outbox_poll_interval_s,
         )

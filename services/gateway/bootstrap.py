@@ -39,7 +39,6 @@ class Gateway:
 
     async def start(self) -> None:
         await self.broker.start()
-        self.relay.publisher = self.broker.publisher
         await self.rpc.start()
         await self.notifier_rpc.start()
         try:
@@ -87,7 +86,7 @@ def build_gateway(common: CommonSettings, settings: GatewaySettings) -> Gateway:
     relay = OutboxRelay(
         engine,
         outbox,
-        None,  # type: ignore[arg-type]  # set at start, once the broker's publisher exists
+        broker,
         dsn=asyncpg_dsn(common.database_url),
         poll_interval_s=common.outbox_poll_interval_s,
     )

@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.store.adapters.relay import HeaderOutboxRelay
 from services.store.adapters.tables import outbox
 from services.store.entrypoints.consumers import StoreConsumer
 from services.store.entrypoints.rpc import handlers
@@ -19,6 +17,7 @@ from shared.db import asyncpg_dsn, make_engine
 from shared.messaging.connection import Broker
 from shared.messaging.rpc import RpcServer
 from shared.messaging.topology import Topology
+from shared.outbox import OutboxRelay
 from shared.settings import CommonSettings
 
 
@@ -27,7 +26,7 @@ class Store:
     engine: AsyncEngine
     broker: Broker
     service: StoreService
-    relay: HeaderOutboxRelay
+    relay: OutboxRelay
     rpc: RpcServer
     consumer: StoreConsumer
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -59,10 +58,10 @@ def build_store(common: CommonSettings, settings: StoreSettings) -> Store:
         heartbeat_s=common.amqp_heartbeat_s,
         prefetch=settings.rpc_prefetch,
     )
-    relay = HeaderOutboxRelay(
+    relay = OutboxRelay(
         engine,
         outbox,
-        _LazyPublisher(broker),
+        broker,
         dsn=asyncpg_dsn(common.database_url),
         poll_interval_s=common.outbox_poll_interval_s,
     )
@@ -72,13 +71,3 @@ def build_store(common: CommonSettings, settings: StoreSettings) -> Store:
     )
     rpc = RpcServer(broker, "store", handlers(service))
     return Store(engine, broker, service, relay, rpc, consumer)
-
-
-class _LazyPublisher:
-    """The broker's confirm publisher, looked up when first used (it exists only after start)."""
-
-    def __init__(self, broker: Broker) -> None:
-        self.broker = broker
-
-    async def publish(self, *args: Any, **kwargs: Any) -> None:
-        await self.broker.publisher.publish(*args, **kwargs)

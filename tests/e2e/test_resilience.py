@@ -41,7 +41,7 @@ async def outage(stack: Stack, kind: str) -> None:
 
 @pytest.mark.parametrize("kind", ["store", "gateway", "notifier", "rabbitmq", "postgres"])
 async def test_outage_loses_and_duplicates_no_acked_message(
-    stack: Stack, database_url: str, kind: str
+    stack: Stack, stack_database_url: str, kind: str
 ) -> None:
     async with httpx.AsyncClient(headers={"Origin": ORIGIN}, timeout=10) as http:
         registered = await stack.register(http, f"res{kind}{uuid.uuid4().hex[:6]}")
@@ -66,7 +66,7 @@ async def test_outage_loses_and_duplicates_no_acked_message(
     await fault
 
     # Every acked message is stored exactly once, in send order.
-    conn = await asyncpg.connect(asyncpg_dsn(database_url))
+    conn = await asyncpg.connect(asyncpg_dsn(stack_database_url))
     try:
         rows = await conn.fetch(
             "SELECT seq, body FROM store.messages WHERE conversation_id = $1 ORDER BY seq",

@@ -74,7 +74,7 @@ async def open_consultation(stack: Stack, client: httpx.AsyncClient, token: str)
 
 
 async def test_message_reaches_the_online_admin_and_an_email_reaches_the_offline_one(
-    stack: Stack, smtp: SmtpServer, database_url: str
+    stack: Stack, smtp: SmtpServer, stack_database_url: str
 ) -> None:
     async with httpx.AsyncClient(headers={"Origin": ORIGIN}, timeout=10) as client:
         username = f"user{uuid.uuid4().hex[:8]}"
@@ -102,7 +102,7 @@ async def test_message_reaches_the_online_admin_and_an_email_reaches_the_offline
         await user_ws.send(orjson.dumps({**send, "body": "Hello, is anyone there?"}).decode())
         again = await next_frame(user_ws, "ack")
         assert again["duplicate"] is True and again["message_id"] == ack["message_id"]
-        conn = await asyncpg.connect(asyncpg_dsn(database_url))
+        conn = await asyncpg.connect(asyncpg_dsn(stack_database_url))
         try:
             rows = await conn.fetch(
                 "SELECT id, seq, body FROM store.messages WHERE conversation_id = $1",

@@ -61,7 +61,7 @@ def make_relay(
     return OutboxRelay(
         engine,
         outbox,
-        broker.publisher,
+        broker,
         dsn=asyncpg_dsn(database_url),
         poll_interval_s=kw.get("poll", 30.0),
         batch_size=int(kw.get("batch", 500)),
@@ -139,3 +139,19 @@ async def test_two_relays_publish_each_row_exactly_once(
     assert len(collected.ids) == len(set(collected.ids))
     assert all(r.published > 0 for r in relays), [r.published for r in relays]
     assert await outbox_count(engine, outbox) == 0
+
+
+async def test_rows_for_another_deployments_exchange_stay_put_and_block_nothing(
+    engine: AsyncEngine, outbox: Table, broker: Broker, collected: Collector, database_url: str
+) -> None:
+    relay = make_relay(engine, outbox, broker, database_url)
+    foreign, ours = read_event(1), read_event(2)
+    async with engine.begin() as conn:
+        await add_to_outbox(conn, outbox, [event_row(foreign, "other-prefix.events")])
+        await add_to_outbox(conn, outbox, [event_row(ours, broker.topology.events_exchange)])
+    async with running(relay):
+        relay.wake()
+        await collected.wait_for(1)
+        await asyncio.sleep(0.3)
+    assert collected.ids == [str(ours.id)]
+    assert await outbox_count(engine, outbox) == 1  # the foreign row is left for its own relay
