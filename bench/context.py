@@ -35,6 +35,7 @@ class Context:
     rng: random.Random = field(default_factory=random.Random)
     _chat: Population | None = None
     _accounts: tuple[list[Account], list[Account]] | None = None
+    _admins: list[Account] | None = None
     _db0: dict[str, int] = field(default_factory=dict)
     _db_delta: dict[str, int] = field(default_factory=dict)
 
@@ -93,13 +94,19 @@ class Context:
 
     # --- population -----------------------------------------------------------------
 
+    async def admins(self) -> list[Account]:
+        """The administrators (with tokens), made once per run."""
+        if self._admins is None:
+            self.log(f"creating {self.cfg.chat.admins} administrators")
+            self._admins = await api.make_admins(self.api, self.tag, self.cfg.chat.admins)
+        return self._admins
+
     async def accounts(self) -> tuple[list[Account], list[Account]]:
         """Administrators and users with tokens, made once per run."""
         if self._accounts is None:
-            c = self.cfg.chat
-            self.log(f"creating {c.admins} administrators and {c.users} users")
-            admins = await api.make_admins(self.api, self.tag, c.admins)
-            users = await api.make_users(self.api, self.tag, c.users)
+            admins = await self.admins()
+            self.log(f"creating {self.cfg.chat.users} users")
+            users = await api.make_users(self.api, self.tag, self.cfg.chat.users)
             self._accounts = (admins, users)
         return self._accounts
 

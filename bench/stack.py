@@ -99,7 +99,7 @@ class Stack:
         The statistics collector flushes about every 500 ms, so short windows are approximate."""
         row = await (await self._monitor()).fetchrow(
             "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted, tup_fetched,"
-            " blks_hit + blks_read AS blocks FROM pg_stat_database WHERE datname = $1",
+            " blks_hit + blks_read AS blocks, sessions FROM pg_stat_database WHERE datname = $1",
             self.database,
         )
         return {k: int(v) for k, v in dict(row or {}).items()}

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from shared.migrations import upgrade_all
 from tests.support import infra
 from tests.support.smtp import SmtpServer
 
@@ -21,14 +19,8 @@ def run_id() -> str:
 
 @pytest.fixture(scope="session")
 async def database_url() -> AsyncIterator[str]:
-    name = f"chat_test_{RUN_ID}"
-    await infra.create_database(name)
-    url = infra.sqlalchemy_url(name)
-    try:
-        await asyncio.to_thread(upgrade_all, url)
+    async with infra.migrated_database(f"chat_test_{RUN_ID}") as url:
         yield url
-    finally:
-        await infra.drop_database(name)
 
 
 @pytest.fixture(scope="session")

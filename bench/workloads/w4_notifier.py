@@ -28,7 +28,7 @@ async def run(ctx: Context) -> None:
     if ctx.stack.grace_window_s is None:
         ctx.log("W4 skipped: the grace window of the running notifier is unknown (--grace-window)")
         return
-    admins, _ = await ctx.accounts()
+    admins = await ctx.admins()
     ctx.log(f"W4: creating {cfg.recipients} offline recipients with verified emails")
     recipients = await api.make_offline_users(ctx.api, admins[0], ctx.tag, cfg.recipients)
     convs: list[Conversation] = await api.open_conversations(ctx.api, recipients, admins, ctx.tag + "w4")

@@ -20,6 +20,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
+from tests.support import infra
 from tests.support.processes import LOG_DIR, ROOT, ServiceProcess, service
 from tests.support.smtp import free_port
 
@@ -176,13 +177,23 @@ async def mail_sink() -> AsyncIterator[MailSink]:
         sink.stop()
 
 
-@pytest.fixture(scope="session")
-async def stack(common_env: dict[str, str], mail_sink: MailSink) -> AsyncIterator[Stack]:
+@pytest.fixture(scope="package")
+async def browser_database_url(run_id: str) -> AsyncIterator[str]:
+    async with infra.migrated_database(f"chat_browser_{run_id}") as url:
+        yield url
+
+
+@pytest.fixture(scope="package")
+async def stack(
+    common_env: dict[str, str], mail_sink: MailSink, browser_database_url: str, run_id: str
+) -> AsyncIterator[Stack]:
     keys_dir = tempfile.mkdtemp(prefix="chat-browser-keys-")
     auth_port, gateway_port, notifier_port = free_port(), free_port(), free_port()
     gateway_origins = [f"http://127.0.0.1:{gateway_port}", f"http://localhost:{gateway_port}"]
     env = {
         **common_env,
+        "CHAT_DATABASE_URL": browser_database_url,
+        "CHAT_AMQP_PREFIX": f"browser{run_id}",
         "CHAT_JWKS_URL": f"http://127.0.0.1:{auth_port}/.well-known/jwks.json",
         "CHAT_ALLOWED_ORIGINS": ",".join(gateway_origins),
         "CHAT_LOG_JSON": "true",

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from shared.migrations import upgrade_all
 from tests.support import infra
 from tests.support.processes import ROOT, ServiceProcess, service
 from tests.support.proxy import CuttableProxy
@@ -85,20 +84,14 @@ def ensure_admin(env: dict[str, str], username: str, email: str) -> None:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def stack_database_url(run_id: str) -> AsyncIterator[str]:
     """The stack's own database: nothing another test left in a table can reach these services."""
-    name = f"chat_e2e_{run_id}"
-    await infra.create_database(name)
-    url = infra.sqlalchemy_url(name)
-    try:
-        await asyncio.to_thread(upgrade_all, url)
+    async with infra.migrated_database(f"chat_e2e_{run_id}") as url:
         yield url
-    finally:
-        await infra.drop_database(name)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def stack(
     common_env: dict[str, str], run_id: str, stack_database_url: str, amqp_url: str
 ) -> AsyncIterator[Stack]:

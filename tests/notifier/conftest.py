@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -16,25 +15,10 @@ from services.notifier.settings import NotifierSettings
 from shared.events import EventBase
 from shared.messaging.connection import Broker
 from shared.messaging.topology import Topology
-from shared.migrations import upgrade
 from shared.settings import CommonSettings
 from tests.notifier.helpers import FakeClock
-from tests.support import infra
 from tests.support.smtp import SmtpServer
 from tests.support.vonage_stub import VonageStub
-
-
-@pytest.fixture(scope="session")
-async def database_url(run_id: str) -> AsyncIterator[str]:
-    """Only the notifier's schema: this suite must not depend on the other services' migrations."""
-    name = f"chat_test_{run_id}_notifier"
-    await infra.create_database(name)
-    url = infra.sqlalchemy_url(name)
-    try:
-        await asyncio.to_thread(upgrade, "notifier", url)
-        yield url
-    finally:
-        await infra.drop_database(name)
 
 
 @pytest.fixture(scope="session")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
 import uuid
+from collections.abc import AsyncIterator
 
 import asyncpg
 
@@ -60,3 +63,21 @@ def delete_vhost(name: str) -> None:
 
 def amqp_url(vhost: str) -> str:
     return f"amqp://guest:guest@{AMQP_HOST}:{AMQP_PORT}/{vhost}"
+
+
+@contextlib.asynccontextmanager
+async def migrated_database(name: str) -> AsyncIterator[str]:
+    """A fresh database with every service's migrations, dropped afterwards.
+
+    A suite that starts service processes takes its own: their relays and
+    schedulers must never see rows another suite left behind, or steal its work.
+    """
+    from shared.migrations import upgrade_all
+
+    await create_database(name)
+    url = sqlalchemy_url(name)
+    try:
+        await asyncio.to_thread(upgrade_all, url)
+        yield url
+    finally:
+        await drop_database(name)
