@@ -13,6 +13,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import orjson
+
 from bench import api
 from bench.brokerstats import dead_letter_reasons
 from bench.config import PRESETS, BenchConfig
@@ -45,6 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workloads", default="W1,W2,W3,W4", help="comma-separated subset of W1,W2,W3,W4")
     p.add_argument("--out", type=Path, help="results directory (default bench/results/<time>-<preset>)")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--render", type=Path, metavar="DIR", help="only re-render summary.md and the plot of DIR")
     p.add_argument("--w1-levels", help="e.g. 1000,5000,10000,15000")
     p.add_argument("--w2-rates", help="e.g. 50,100,200,400")
     p.add_argument("--w3-rates", help="e.g. 400,800,1200")
@@ -229,8 +232,19 @@ async def _run(
         await stack.close()
 
 
+def rerender(directory: Path) -> int:
+    """Rebuild summary.md and latency.png from an existing results.jsonl."""
+    writer = ResultWriter(directory, "render")
+    writer.records = [orjson.loads(line) for line in writer.jsonl.read_bytes().splitlines() if line.strip()]
+    summary, plot = writer.finish(link_latest=False)
+    print(f"[bench] rendered {summary}{' and ' + str(plot) if plot else ''}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render:
+        return rerender(args.render)
     try:
         import uvloop
     except ImportError:  # pragma: no cover

@@ -68,12 +68,12 @@ class ResultWriter:
         with self.jsonl.open("ab") as fh:
             fh.write(orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY, default=_default) + b"\n")
 
-    def finish(self) -> tuple[Path, Path | None]:
+    def finish(self, *, link_latest: bool = True) -> tuple[Path, Path | None]:
         summary = self.dir / "summary.md"
         summary.write_text(render_summary(self.records))
         plot = self.dir / "latency.png"
         made = render_plot(self.records, plot)
-        if self.dir.parent == RESULTS:
+        if link_latest and self.dir.parent == RESULTS:
             latest = RESULTS / "latest"
             try:
                 if latest.is_symlink() or latest.exists():
@@ -210,6 +210,32 @@ def render_summary(records: Iterable[dict[str, Any]]) -> str:
                 f"{_mark(r.get('held'))} |"
             )
         out.append("")
+        db_rows = [r for r in rows if r.get("database", {}).get("per_msg")]
+        if db_rows:
+            out += [
+                "PostgreSQL work per acked message (pg_stat_database of the bench database; rollbacks "
+                "include connection-pool pings, sessions are new server connections):",
+                "",
+                "| rate/s | commits | rollbacks | new sessions | rows inserted | updated | deleted | "
+                "rows fetched | buffer accesses |",
+                "|---|---|---|---|---|---|---|---|---|",
+            ]
+            for r in db_rows:
+                d = r["database"]["per_msg"]
+                keys = (
+                    "xact_commit",
+                    "xact_rollback",
+                    "sessions",
+                    "tup_inserted",
+                    "tup_updated",
+                    "tup_deleted",
+                )
+                cells = [_f(d.get(k), 2) for k in keys] + [
+                    _f(d.get("tup_fetched"), 1),
+                    _f(d.get("blocks"), 1),
+                ]
+                out.append(f"| {_f(r['rate'], 0)} | " + " | ".join(cells) + " |")
+            out.append("")
         cap = next((c for c in recs if c.get("workload") == wl and c.get("kind") == "capacity"), None)
         if cap:
             out += [
@@ -232,6 +258,22 @@ def render_summary(records: Iterable[dict[str, Any]]) -> str:
             f"{_f(r.get('emails_per_s'))} |",
             "",
         ]
+        procs = r.get("window", {}).get("processes", {})
+        if procs:
+            per_role = ", ".join(
+                f"{role} {_f(p.get('cpu_ms_per_msg'), 2)}"
+                for role, p in procs.items()
+                if p.get("cpu_ms_per_msg")
+            )
+            out += [f"CPU ms per message (whole window, including the emails): {per_role}.", ""]
+        d = r.get("database", {}).get("per_msg")
+        if d:
+            out += [
+                f"PostgreSQL per message: {_f(d.get('xact_commit'), 2)} commits, "
+                f"{_f(d.get('xact_rollback'), 2)} rollbacks, {_f(d.get('sessions'), 2)} new sessions, "
+                f"{_f(d.get('tup_fetched'), 1)} rows fetched, {_f(d.get('blocks'), 1)} buffer accesses.",
+                "",
+            ]
     dead = next((r for r in recs if r.get("kind") == "dead_letters"), None)
     if dead and dead.get("total"):
         out += [

@@ -184,3 +184,13 @@ def test_results_are_written_as_json_lines_summary_and_plot(tmp_path: Path) -> N
     assert targets["W2 @200/s send→recipient p50"] is True
     assert targets["W3 capacity"] is False
     assert "Targets" in render_summary(writer.records)
+
+
+def test_render_rebuilds_the_summary_of_an_existing_run(tmp_path: Path) -> None:
+    from bench.cli import main
+
+    run = tmp_path / "old"
+    writer = ResultWriter(run, "x")
+    writer.write({"workload": "W3", "kind": "capacity", "capacity": 300.0, "reason": "test"})
+    assert main(["--render", str(run)]) == 0
+    assert "300" in (run / "summary.md").read_text()
