@@ -18,7 +18,6 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.store.adapters.batcher import GroupCommit
 from services.store.adapters.rows import (
     Rows,
     conversation_frame,
@@ -45,6 +44,7 @@ from services.store.domain.rules import (
     status_change_allowed,
 )
 from services.store.settings import StoreSettings
+from shared.batching import GroupCommit
 from shared.commands import (
     Actor,
     AdminInbox,

@@ -94,27 +94,6 @@ def _ensure_admin(env: dict[str, str], admin: Admin) -> None:
         raise RuntimeError(f"ensure-admin failed: {result.stdout}\n{result.stderr}")
 
 
-class GatewayWithWebClient(ServiceProcess):
-    """The real gateway app, started through ``tests.browser.gateway_app`` so the page is mounted."""
-
-    def start(self) -> None:
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        self.log_path = LOG_DIR / f"{self.name}-{self.port}.log"
-        with self.log_path.open("ab") as log:  # the child keeps its own descriptor
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.browser.gateway_app"],
-                cwd=ROOT,
-                env={**os.environ, **self.env},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-
-def _gateway_mounts_web_client() -> bool:
-    source = (ROOT / "services" / "gateway" / "main.py").read_text(encoding="utf-8")
-    return "mount_web_client" in source
-
-
 @dataclass
 class MailSink:
     """``deploy/smtp_sink.py`` as a process: the dev mail inbox a person would open."""
@@ -215,8 +194,6 @@ async def stack(
     store = service("store", env)
     notifier = service("notifier", env, port=notifier_port)
     gateway = service("gateway", env, port=gateway_port)
-    if not _gateway_mounts_web_client():
-        gateway = GatewayWithWebClient(name=gateway.name, port=gateway.port, env=gateway.env)
     started: list[ServiceProcess] = []
     try:
         for proc in (auth, store, notifier, gateway):

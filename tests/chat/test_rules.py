@@ -14,7 +14,6 @@ from services.gateway.domain.presence import InstanceShare, aggregate, is_idle, 
 from services.gateway.domain.ratelimit import TokenBucket
 from services.gateway.domain.sequencing import Step, decide, gap_too_large
 from services.gateway.domain.tokens import chosen_subprotocol, token_from_request
-from services.store.adapters.batcher import GroupCommit
 from services.store.domain.rules import (
     ConversationState,
     DomainError,
@@ -28,6 +27,7 @@ from services.store.domain.rules import (
     participants,
     read_target,
 )
+from shared.batching import GroupCommit
 
 USER, ADMIN, OTHER_ADMIN, STRANGER = (uuid.uuid4() for _ in range(4))
 

@@ -8,12 +8,12 @@ a lone send goes out at once as ``message.send``; sends that arrive while
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from prometheus_client import Histogram
 from pydantic import BaseModel
 
+from shared.batching import GroupCommit
 from shared.commands import METHODS
 from shared.messaging.rpc import RpcClient, RpcError
 from shared.security import Principal
@@ -42,59 +42,39 @@ class StoreClient:
 
 
 class SendBatcher:
+    """``message.send`` calls grouped: one RPC for a lone send, ``message.send_many`` under load."""
+
     def __init__(self, store: StoreClient, *, max_in_flight: int = 4, max_batch: int = 256) -> None:
         self.store = store
-        self.max_in_flight = max_in_flight
-        self.max_batch = max_batch
-        self._pending: list[tuple[Principal, dict[str, Any], asyncio.Future[dict[str, Any]]]] = []
-        self._in_flight = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._group: GroupCommit[tuple[Principal, dict[str, Any]], dict[str, Any]] = GroupCommit(
+            self._flush, max_batch=max_batch, max_in_flight=max_in_flight
+        )
 
     async def send(self, principal: Principal, params: dict[str, Any]) -> dict[str, Any]:
         """``message.send`` for ``principal``: the store's result, or ``RpcError`` with its code."""
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending.append((principal, params, future))
-        if self._in_flight < self.max_in_flight:
-            self._in_flight += 1
-            task = asyncio.get_running_loop().create_task(self._run())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        return await future
+        return await self._group.submit((principal, params))
 
-    async def _run(self) -> None:
-        try:
-            while self._pending:
-                batch = self._pending[: self.max_batch]
-                del self._pending[: self.max_batch]
-                await self._call(batch)
-        finally:
-            self._in_flight -= 1
-
-    async def _call(
-        self, batch: list[tuple[Principal, dict[str, Any], asyncio.Future[dict[str, Any]]]]
-    ) -> None:
+    async def _flush(
+        self, batch: list[tuple[Principal, dict[str, Any]]]
+    ) -> list[dict[str, Any] | BaseException]:
         SEND_BATCH.observe(len(batch))
         try:
             if len(batch) == 1:
-                principal, params, future = batch[0]
-                future.set_result(await self.store.call("message.send", params, principal))
-                return
-            items = [{"actor": p.actor(), "request": params} for p, params, _ in batch]
+                principal, params = batch[0]
+                return [await self.store.call("message.send", params, principal)]
+            items = [{"actor": p.actor(), "request": params} for p, params in batch]
             result = await self.store.rpc.call("message.send_many", {"items": items})
-        except RpcError as exc:
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_exception(RpcError(exc.code, exc.message, status=exc.status, **exc.extra))
-            return
-        except Exception as exc:  # never leave a sender waiting on a future nobody will resolve
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_exception(RpcError("unavailable", type(exc).__name__, status=503))
-            return
-        for (_, _, future), outcome in zip(batch, result["outcomes"], strict=True):
-            if outcome.get("error"):
-                error = dict(outcome["error"])
-                code, message = str(error.pop("code")), str(error.pop("message"))
-                future.set_exception(RpcError(code, message, status=int(error.pop("status", 400)), **error))
-            else:
-                future.set_result(outcome["result"])
+        except RpcError:
+            raise
+        except Exception as exc:  # a sender must always hear back, with a code it knows
+            raise RpcError("unavailable", type(exc).__name__, status=503) from exc
+        return [_outcome(outcome) for outcome in result["outcomes"]]
+
+
+def _outcome(outcome: dict[str, Any]) -> dict[str, Any] | BaseException:
+    if not outcome.get("error"):
+        result: dict[str, Any] = outcome["result"]
+        return result
+    error = dict(outcome["error"])
+    code, message = str(error.pop("code")), str(error.pop("message"))
+    return RpcError(code, message, status=int(error.pop("status", 400)), **error)

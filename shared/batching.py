@@ -1,4 +1,7 @@
-"""Group commit: concurrent requests share one transaction; a lone request is never delayed.
+"""Group commit: concurrent requests share one flush; a lone request is never delayed.
+
+The store batches sends into one transaction with it, the gateway batches sends
+into one RPC round trip.
 
 A request starts a flush at once while fewer than ``max_in_flight`` flushes
 run. Requests that arrive while every slot is busy wait for the next flush to
@@ -50,7 +53,7 @@ class GroupCommit(Generic[T, R]):
                 self.largest = max(self.largest, len(batch))
                 try:
                     outcomes = await self._flush([item for item, _ in batch])
-                except BaseException as exc:  # the whole transaction failed: every caller learns it
+                except Exception as exc:  # the whole flush failed: every caller learns it
                     outcomes = [exc] * len(batch)
                 for (_, future), outcome in zip(batch, outcomes, strict=True):
                     if future.done():
