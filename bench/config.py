@@ -30,23 +30,14 @@ class W2Config:
     drain_s: float = 10.0
 
 
+W3_LOW_STEPS = (50.0, 75.0, 100.0, 150.0, 200.0, 300.0, 400.0, 600.0, 800.0)
+
+
 @dataclass
 class W3Config:
+    # Fine steps low down (where this machine is today), coarse ones up to the targets.
     rates: list[float] = field(
-        default_factory=lambda: [
-            100.0,
-            200.0,
-            300.0,
-            400.0,
-            600.0,
-            800.0,
-            1000.0,
-            1200.0,
-            1500.0,
-            1800.0,
-            2200.0,
-            2600.0,
-        ]
+        default_factory=lambda: [*W3_LOW_STEPS, 1000.0, 1200.0, 1500.0, 1800.0, 2200.0]
     )
     duration_s: float = 20.0
     drain_s: float = 10.0
@@ -85,7 +76,7 @@ def quick() -> BenchConfig:
         w1=W1Config(levels=[500, 2000], idle_window_s=5.0),
         chat=ChatConfig(users=200, admins=10, connections=400),
         w2=W2Config(rates=[50.0, 200.0], duration_s=10.0, warmup_s=3.0),
-        w3=W3Config(rates=[100.0, 200.0, 400.0, 800.0, 1200.0, 1600.0], duration_s=8.0),
+        w3=W3Config(rates=[50.0, 100.0, 200.0, 400.0, 800.0, 1200.0, 1600.0], duration_s=8.0),
         w4=W4Config(recipients=200, rate=200.0, wait_s=30.0),
     )
 

@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 import httpx
@@ -16,6 +16,7 @@ import pytest
 from tests.support import infra
 from tests.support.processes import ROOT, ServiceProcess, service
 from tests.support.proxy import CuttableProxy
+from tests.support.vonage_stub import VonageStub
 
 ADMIN_PASSWORD = "admin-Passw0rd-e2e"
 
@@ -92,8 +93,19 @@ async def stack_database_url(run_id: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="package")
+def vonage() -> Iterator[VonageStub]:
+    """SMS go through the real Vonage SDK to a local endpoint that answers like Vonage."""
+    stub = VonageStub()
+    stub.start()
+    try:
+        yield stub
+    finally:
+        stub.stop()
+
+
+@pytest.fixture(scope="package")
 async def stack(
-    common_env: dict[str, str], run_id: str, stack_database_url: str, amqp_url: str
+    common_env: dict[str, str], run_id: str, stack_database_url: str, amqp_url: str, vonage: VonageStub
 ) -> AsyncIterator[Stack]:
     """Every service reaches PostgreSQL and RabbitMQ through proxies a test can cut."""
     database_url = stack_database_url
@@ -105,6 +117,7 @@ async def stack(
         **common_env,
         "CHAT_DATABASE_URL": database_url.replace(f":{infra.PG_PORT}/", f":{postgres.port}/"),
         "CHAT_AMQP_URL": amqp_url.replace(f":{infra.AMQP_PORT}/", f":{rabbitmq.port}/"),
+        **vonage.env(),
         "CHAT_AMQP_PREFIX": f"e2e{run_id}",
         # A second of grace: presence (from the gateway) and the unread event (from the store)
         # travel separately, and the decision must see where the recipient really is.
