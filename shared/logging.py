@@ -73,10 +73,10 @@ def configure_logging(service: str, level: str = "INFO", json: bool = True) -> N
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        _scrub,
     ]
+    # The traceback is rendered into a string first, so the scrubber sees (and masks) it too.
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        processors=[*shared, structlog.processors.format_exc_info, _scrub, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
         cache_logger_on_first_use=True,
@@ -89,7 +89,12 @@ def configure_logging(service: str, level: str = "INFO", json: bool = True) -> N
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 renderer,
             ],
-            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            foreign_pre_chain=[
+                *shared,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.format_exc_info,
+                _scrub,
+            ],
         )
     )
     root = logging.getLogger()

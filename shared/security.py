@@ -27,6 +27,10 @@ class InvalidToken(Exception):
     """The token is not one we issued, or no longer valid; never says which check failed."""
 
 
+class KeysUnavailable(InvalidToken):
+    """auth's JWKS could not be fetched, so the token cannot be checked now: a 503, not a 401."""
+
+
 @dataclass(frozen=True)
 class Principal:
     user_id: uuid.UUID
@@ -125,15 +129,23 @@ class TokenVerifier:
                 self.set_jwks(response.json())
 
     async def verify(self, token: str) -> Principal:
+        """Raises only ``InvalidToken`` (``KeysUnavailable`` when auth's JWKS cannot be fetched)."""
         if not self._keys:
-            await self.refresh(force=True)
+            await self._refresh_or_fail(force=True)
         try:
             return decode_access_token(token, self._keys, issuer=self.issuer, audience=self.audience)
         except InvalidToken as exc:
             if str(exc) != "unknown kid":
                 raise
-        await self.refresh()
+        await self._refresh_or_fail()
         return decode_access_token(token, self._keys, issuer=self.issuer, audience=self.audience)
+
+    async def _refresh_or_fail(self, *, force: bool = False) -> None:
+        # An unreachable or broken auth must not surface as a 500 or a dead socket to the caller.
+        try:
+            await self.refresh(force=force)
+        except (httpx.HTTPError, JOSEError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise KeysUnavailable(f"jwks unavailable: {type(exc).__name__}") from exc
 
     def verify_cached(self, token: str) -> Principal:
         """Verify with the keys already loaded (no I/O): for hot paths after the first fetch."""

@@ -35,15 +35,21 @@ from services.gateway.domain.frames import (
 from services.gateway.domain.ratelimit import TokenBucket
 from services.gateway.domain.sequencing import Step, decide, gap_too_large
 from shared.commands import MAX_PAGE
+from shared.logging import get_logger
 from shared.messaging.rpc import RpcError
-from shared.security import InvalidToken, Principal
+from shared.security import InvalidToken, KeysUnavailable, Principal
 
 if TYPE_CHECKING:
     from services.gateway.hub import Hub
 
+log = get_logger(__name__)
+
 CLOSE_TOKEN_EXPIRED = 4001  # missing, invalid or expired access token
 CLOSE_RATE_LIMIT = 4008
 CLOSE_TOO_SLOW = 4009
+CLOSE_INTERNAL = 1011
+RESYNC_MAX_CONVERSATIONS = 500  # the store's ``sync`` limit
+PEERS_TTL_S = 10.0  # how long typing trusts a conversation's cached participants
 
 
 _EMPTY: deque[Any] = deque(maxlen=0)  # shared by every idle connection; never appended to
@@ -66,10 +72,11 @@ class Item:
 
 
 class ResumeMark:
-    __slots__ = ("conversations",)
+    __slots__ = ("conversations", "quiet")
 
-    def __init__(self, conversations: dict[str, int]) -> None:
+    def __init__(self, conversations: dict[str, int], *, quiet: bool = False) -> None:
         self.conversations = conversations
+        self.quiet = quiet  # a server-side resync: no ``resumed`` frame, no error frame
 
 
 def frame_text(frame_type: str, **data: Any) -> str:
@@ -107,7 +114,8 @@ class Connection:
         self._open = False  # live delivery starts at the first client frame (its resume)
         self._gate_timer: asyncio.TimerHandle | None = None
         self.cursors: dict[str, int] = {}  # conversation -> last seq sent on this connection
-        self.peers: dict[str, list[str]] = {}  # conversation -> participants (typing fan-out)
+        # conversation -> (participants, fetched at): typing fan-out, refetched after a reassignment
+        self.peers: dict[str, tuple[list[str], float]] = {}
         s = hub.settings
         self.bucket = TokenBucket(s.rate_per_s, s.rate_burst, now)
         self.violations = 0
@@ -133,6 +141,12 @@ class Connection:
 
     def say(self, text: str | bytes) -> None:
         self.push(Item(text.decode() if isinstance(text, bytes) else text))
+
+    def resync(self) -> None:
+        """Fetch what may have been lost in transit past this connection's cursors (broker reconnect)."""
+        if self.cursors and not self.closed:
+            positions = dict(list(self.cursors.items())[:RESYNC_MAX_CONVERSATIONS])
+            self.push(ResumeMark(positions, quiet=True))
 
     def abort(self, code: int, reason: str) -> None:
         if self.closed:
@@ -183,8 +197,10 @@ class Connection:
                     await self._ordered(item)
         except asyncio.CancelledError:
             raise
-        except Exception:  # the socket went away under us: the reader side cleans up
-            self.closed = True
+        except Exception:
+            # The socket went away under us, or a replay failed: close it so the reader side cleans
+            # up and the client reconnects and resumes, instead of a socket that silently gets nothing.
+            self.abort(CLOSE_INTERNAL, "delivery failed")
         finally:
             self.writer = None
             if not self.queue:
@@ -244,7 +260,8 @@ class Connection:
                 self.principal,
             )
         except RpcError as exc:
-            await self.ws.send_text(error_frame(exc.code, exc.message).decode())
+            if not mark.quiet:
+                await self.ws.send_text(error_frame(exc.code, exc.message).decode())
             return
         for message in result["messages"]:
             await self._send_message(str(message["conversation_id"]), message)
@@ -252,11 +269,13 @@ class Connection:
             await self.ws.send_text(frame_text("reload", conversation_id=conv))
             self.cursors.pop(str(conv), None)
         for conv in result["not_found"]:
-            await self.ws.send_text(
-                error_frame("not_found", "conversation not found", conversation_id=str(conv)).decode()
-            )
+            if not mark.quiet:
+                await self.ws.send_text(
+                    error_frame("not_found", "conversation not found", conversation_id=str(conv)).decode()
+                )
             self.cursors.pop(str(conv), None)
-        await self.ws.send_text(frame_text("resumed"))
+        if not mark.quiet:
+            await self.ws.send_text(frame_text("resumed"))
 
     # --- incoming ---------------------------------------------------------------
 
@@ -285,6 +304,9 @@ class Connection:
             await self._dispatch(frame, now)
         except RpcError as exc:
             self.say(error_frame(exc.code, exc.message, frame.ref, **exc.extra))
+        except Exception as exc:  # e.g. the broker is down for a typing publish: the socket stays usable
+            log.warning("frame_failed", frame_type=type(frame).__name__, error=type(exc).__name__)
+            self.say(error_frame("unavailable", "temporarily unavailable, retry", frame.ref))
 
     async def _dispatch(self, frame: Any, now: float) -> None:
         if isinstance(frame, SendFrame):
@@ -328,7 +350,7 @@ class Connection:
             self.say(frame_text("ack", ref=frame.ref, **result))
         elif isinstance(frame, TypingFrame):
             self.touch(now)
-            await self._typing(str(frame.conversation_id))
+            await self._typing(str(frame.conversation_id), now)
         elif isinstance(frame, ResumeFrame):
             positions = {str(cid): seq for cid, seq in frame.conversations.items()}
             for conv, seq in positions.items():
@@ -349,12 +371,15 @@ class Connection:
             self.active = True
             self.hub.presence_changed(self.user)
 
-    async def _typing(self, conv: str) -> None:
-        peers = self.peers.get(conv)
-        if peers is None:
+    async def _typing(self, conv: str, now: float) -> None:
+        cached = self.peers.get(conv)
+        if cached is None or now - cached[1] >= PEERS_TTL_S:
+            # Refetched now and then: after a reassignment the former admin must stop getting
+            # this conversation's typing (and the new one start), not only after a reconnect.
             view = await self.hub.store.call("conversation.get", {"conversation_id": conv}, self.principal)
-            peers = [str(p) for p in (view["user_id"], view["admin_id"]) if p is not None]
-            self.peers[conv] = peers
+            cached = ([str(p) for p in (view["user_id"], view["admin_id"]) if p is not None], now)
+            self.peers[conv] = cached
+        peers = cached[0]
         others = [p for p in peers if p != self.user]
         if others:
             await self.hub.publish_typing(conv, self.user, others)
@@ -362,6 +387,9 @@ class Connection:
     async def _refresh(self, frame: RefreshFrame) -> None:
         try:
             principal = await self.hub.verifier.verify(frame.token)
+        except KeysUnavailable:
+            self.say(error_frame("unavailable", "cannot verify tokens right now, retry", frame.ref))
+            return
         except InvalidToken:
             self.say(error_frame("invalid_token", "token refused", frame.ref))
             return

@@ -55,7 +55,11 @@ class Hub:
         self.presence = presence
         self.instance_id = instance_id
         self.deliveries = DeliveryQueue(
-            broker, instance_id, self.deliver, current_users=lambda: list(self.users)
+            broker,
+            instance_id,
+            self.deliver,
+            current_users=lambda: list(self.users),
+            on_rebound=self.resync_all,
         )
         self.users: dict[str, set[Connection]] = {}
         self._binding: dict[str, asyncio.Task[None]] = {}  # binds in progress only
@@ -145,6 +149,13 @@ class Hub:
             for conn in self.users.get(user, ()):
                 conn.push(item)
 
+    def resync_all(self) -> None:
+        """After a broker reconnect: deliveries published while this instance's queue was gone are
+        lost, so every connection asks the store for what follows its cursors (duplicates drop by seq)."""
+        for conns in list(self.users.values()):
+            for conn in list(conns):
+                conn.resync()
+
     async def publish_typing(self, conversation_id: str, sender: str, to: list[str]) -> None:
         """Ephemeral: never stored, not persistent, expires in the broker after the typing TTL."""
         ttl_ms = self.settings.typing_ttl_ms
@@ -206,7 +217,10 @@ class Hub:
             if now - last_heartbeat >= self.settings.heartbeat_s:
                 last_heartbeat = now
                 try:
-                    await self.presence.heartbeat()
+                    if await self.presence.heartbeat():
+                        # We were swept as dead while alive: our shares are gone, write them again.
+                        for user in list(self.users):
+                            self.presence_changed(user)
                     await self.presence.sweep_dead_instances()
                 except asyncio.CancelledError:
                     raise

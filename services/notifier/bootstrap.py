@@ -11,11 +11,12 @@ from services.notifier.adapters.sms import DevInbox, build_sms_sender
 from services.notifier.domain.model import Policy
 from services.notifier.entrypoints.consumers import NotifierConsumer
 from services.notifier.entrypoints.rpc import make_handlers
+from services.notifier.service_layer.digests import DigestSettings
 from services.notifier.service_layer.dispatcher import Dispatcher
 from services.notifier.service_layer.events import Window
 from services.notifier.service_layer.failpoints import Failpoints
 from services.notifier.service_layer.ports import Clock, EmailSender, SmsSender, system_clock
-from services.notifier.service_layer.scheduler import DigestSettings, Scheduler
+from services.notifier.service_layer.scheduler import Retention, Scheduler
 from services.notifier.settings import NotifierSettings
 from shared.db import database_ready, make_engine, make_sessionmaker
 from shared.logging import get_logger
@@ -64,6 +65,8 @@ class NotifierRuntime:
             prefetch=c.amqp_prefetch,
         )
         failpoints = Failpoints(s.failpoint)
+        policy = policy_from(s)
+        digest = DigestSettings(s.frontend_url, s.unsubscribe_link, s.digest_max_items)
         self.dispatcher = Dispatcher(
             sessions=self.sessions,
             email=self.email or SmtpEmailSender(s),
@@ -78,16 +81,23 @@ class NotifierRuntime:
             retry_max_s=s.retry_max_s,
             concurrency=s.send_concurrency,
             poll_s=s.scheduler_poll_s,
+            policy=policy,
+            digest=digest,
         )
         self.scheduler = Scheduler(
             sessions=self.sessions,
-            policy=policy_from(s),
-            digest=DigestSettings(s.frontend_url, s.unsubscribe_link, s.digest_max_items),
+            policy=policy,
+            digest=digest,
             clock=self.clock,
             failpoints=failpoints,
             on_queued=self.dispatcher.wake,
             poll_s=s.scheduler_poll_s,
             batch_size=s.batch_size,
+            retention=Retention(
+                keep=timedelta(days=s.retention_days),
+                batch=s.retention_batch,
+                every_s=s.retention_interval_s,
+            ),
         )
         self.consumer = NotifierConsumer(
             self.broker,

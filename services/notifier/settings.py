@@ -50,7 +50,12 @@ class NotifierSettings(BaseSettings):
     send_attempts: int = Field(default=4, ge=1)
     retry_initial_s: float = Field(default=0.5, ge=0)
     retry_max_s: float = Field(default=10.0, ge=0)
-    # Test-only crash points: after_decision | before_send | after_send.
+    # Retention: finished notifications (with their attempts), handled event ids and deletion
+    # tombstones older than this are pruned by the scheduler loop, a small batch at a time.
+    retention_days: float = Field(default=30.0, gt=0)
+    retention_batch: int = Field(default=500, ge=1)  # rows per table per pass
+    retention_interval_s: float = Field(default=60.0, gt=0)  # between passes that found little
+    # Test-only crash points: after_decision | before_send | after_send | after_record.
     failpoint: str | None = None
 
     # Email (aiosmtplib).

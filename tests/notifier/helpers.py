@@ -179,3 +179,30 @@ async def consumed(sessions: async_sessionmaker[AsyncSession], *events: EventBas
             return len(result.all()) == len(wanted)
 
     await wait_until(probe, what=f"{len(wanted)} events to be consumed")
+
+
+def vonage_settings(vonage: Any) -> dict[str, str]:
+    """Notifier settings that send SMS through the real Vonage SDK to the local stub."""
+    env = vonage.env()
+    return {
+        "sms_provider": "vonage",
+        "vonage_api_key": env["NOTIFIER_VONAGE_API_KEY"],
+        "vonage_api_secret": env["NOTIFIER_VONAGE_API_SECRET"],
+        "vonage_rest_host": vonage.rest_host,
+        "vonage_ca_bundle": str(vonage.ca_path),
+    }
+
+
+async def final_notifications(
+    sessions: async_sessionmaker[AsyncSession], recipient: uuid.UUID, count: int
+) -> Sequence[RowMapping]:
+    """Wait until ``recipient`` has ``count`` notifications, none of them still queued or sending."""
+
+    async def probe() -> Sequence[RowMapping] | None:
+        rows = await notifications_of(sessions, recipient)
+        settled = len(rows) == count and all(r["status"] not in ("queued", "sending") for r in rows)
+        return rows if settled else None
+
+    found = await wait_until(probe, what=f"{count} settled notifications")
+    assert found is not None
+    return found

@@ -286,3 +286,45 @@ async def test_an_unreachable_smtp_server_is_retried_a_bounded_number_of_times_t
     assert row["reason"].startswith("gave up after retries")
     tries = await attempts_of(runtime.sessions, row["id"])
     assert [a["status"] for a in tries] == ["transient"] * 3
+
+
+async def test_a_database_error_before_the_send_leaves_the_digest_due_instead_of_failed(
+    notifier: StartNotifier, publish: Publish, smtp: SmtpServer
+) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import ProgrammingError
+
+    from shared.db import transaction
+
+    runtime = await notifier(send_lease_s=1)
+    await runtime.dispatcher.stop()  # this test drives the sends itself
+    recipient = user()
+    rid = recipient.payload.user_id
+    await publish(recipient)
+    await publish(unread(rid, uuid.uuid4(), 1))
+
+    async def decided():  # type: ignore[no-untyped-def]
+        rows = await notifications_of(runtime.sessions, rid)
+        return rows if rows else None
+
+    await wait_until(decided, what="the digest decision")
+    await runtime.scheduler.stop()
+    # A real database failure on the dispatcher's first query (the read-position check).
+    async with transaction(runtime.sessions) as session:
+        await session.execute(text("ALTER TABLE notifier.threads RENAME TO threads_away"))
+    try:
+        with pytest.raises(ProgrammingError):
+            await runtime.dispatcher.run_once()
+    finally:
+        async with transaction(runtime.sessions) as session:
+            await session.execute(text("ALTER TABLE notifier.threads_away RENAME TO threads"))
+    [row] = await notifications_of(runtime.sessions, rid)
+    assert (row["status"], row["attempts"]) == ("sending", 0)  # not "failed": still due
+
+    async def retried() -> bool:  # once the lease lapses, it goes out
+        return await runtime.dispatcher.run_once() > 0
+
+    await wait_until(retried, what="the lapsed lease to be claimed again")
+    row = await _final(runtime, rid)
+    assert (row["status"], row["attempts"]) == ("sent", 1)
+    assert len(smtp.sink.to(recipient.payload.email or "")) == 1

@@ -13,12 +13,13 @@ from sqlalchemy import select
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.notifier.adapters.tables import notifications
+from services.notifier.adapters.tables import attempts, notifications
 from shared.db import make_engine, make_sessionmaker
 from tests.notifier.conftest import Publish
 from tests.notifier.helpers import notifications_of, unread, user, wait_until
 from tests.support.processes import ServiceProcess, service
 from tests.support.smtp import SmtpServer
+from tests.support.vonage_stub import StubReply, VonageStub
 
 pytestmark = pytest.mark.e2e
 
@@ -175,3 +176,72 @@ async def test_the_log_sms_provider_fills_the_dev_inbox_masks_the_log_and_counts
         await wait_until(counted, timeout=30, what="the sent counter")
     log = proc.log_path.read_text()
     assert "sms_logged" in log and "4155550142" not in log and "987654" not in log
+
+
+async def test_a_send_recorded_as_accepted_is_never_sent_again_after_a_crash(
+    env: dict[str, str],
+    processes: list[ServiceProcess],
+    publish: Publish,
+    smtp: SmtpServer,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Once the acceptance is recorded nothing may lease the notification again: the attempt
+    and the closed notification commit together (they once were two commits)."""
+    doomed = await _start(processes, "notifier", {**env, "NOTIFIER_FAILPOINT": "after_record"})
+    recipient = user()
+    rid = recipient.payload.user_id
+    await publish(recipient)
+    await publish(unread(rid, uuid.uuid4(), 1, body="only once"))
+
+    async def died() -> bool:
+        return doomed.proc is not None and doomed.proc.poll() is not None
+
+    await wait_until(died, timeout=60, what="the failpoint to kill the notifier")
+    assert doomed.proc is not None and doomed.proc.returncode == 86
+    died_at = asyncio.get_running_loop().time()
+    [row] = await notifications_of(sessions, rid)
+    assert (row["status"], row["attempts"], row["lease_until"]) == ("sent", 1, None)
+
+    await _start(processes, "notifier#2", env)
+    # Let a lease taken before the crash lapse (3 s), then prove the new process is sending.
+    await asyncio.sleep(max(0.0, died_at + 4 - asyncio.get_running_loop().time()))
+    marker = user()
+    await publish(marker)
+    await publish(unread(marker.payload.user_id, uuid.uuid4(), 1))
+    await smtp.sink.wait_for(1, to=marker.payload.email, timeout=30)
+    assert len(smtp.sink.to(recipient.payload.email or "")) == 1
+    [row] = await notifications_of(sessions, rid)
+    assert (row["status"], row["attempts"]) == ("sent", 1)
+
+
+async def test_an_unreadable_provider_reply_is_recorded_once_without_the_number_in_log_or_database(
+    env: dict[str, str],
+    processes: list[ServiceProcess],
+    publish: Publish,
+    sessions: async_sessionmaker[AsyncSession],
+    vonage: VonageStub,
+) -> None:
+    """The SDK's error quotes what it could not read (here the number, without a "+" that the
+    log scrubber would recognise): only the error's type and place may be logged or stored.
+    Vonage took the SMS, so it is neither retried nor sent again on another channel."""
+    proc = await _start(processes, "notifier", {**env, **vonage.env(), "NOTIFIER_CHANNELS_USER": "sms,email"})
+    vonage.state.fail_next = [StubReply(to_as_number=True)]
+    recipient = user(phone="+14155550188", sms_enabled=True)
+    rid = recipient.payload.user_id
+    await publish(recipient)
+    await publish(unread(rid, uuid.uuid4(), 1))
+
+    async def settled() -> Sequence[RowMapping] | None:
+        rows = await notifications_of(sessions, rid)
+        return rows if rows and rows[0]["status"] == "failed" else None
+
+    rows = await wait_until(settled, timeout=30, what="the unreadable reply to be recorded")
+    assert rows is not None
+    [row] = rows
+    assert row["reason"] == "error: ValidationError"
+    async with sessions() as session:
+        errors = [e for (e,) in (await session.execute(select(attempts.c.error))).all()]
+    assert len(errors) == 1 and errors[0].startswith("ValidationError at ")
+    assert len(vonage.state.to("+14155550188")) == 1
+    log = proc.log_path.read_text()
+    assert "send_crashed" in log and "4155550188" not in log

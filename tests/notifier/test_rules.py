@@ -22,6 +22,7 @@ from services.notifier.domain.rules import (
     cooldown_after,
     decide,
     effective_level,
+    fallback_channel,
     level_after_read,
     next_allowed_at,
     quiet_hours_end,
@@ -225,3 +226,24 @@ def test_silence_until_read_allows_one_notification_then_nothing_until_read() ->
         RID, CID, 1, NOW - timedelta(days=1), 1, (message(2),), notified_seq=1, silence_until_read=True
     )
     assert isinstance(run(after_read), Send)
+
+
+# --- fallback after a clear refusal ---------------------------------------------
+
+
+def test_the_fallback_after_a_refused_email_is_the_roles_next_usable_channel() -> None:
+    both = recipient(phone="+14155550100", sms_enabled=True)
+    assert fallback_channel(both, POLICY, failed="email") == ("sms", "+14155550100")
+    assert fallback_channel(both, POLICY, failed="sms") == ("email", "rita@example.test")
+
+
+def test_there_is_no_fallback_when_the_role_forbids_it_or_nothing_else_is_usable() -> None:
+    both = recipient(phone="+14155550100", sms_enabled=True)
+    strict = Policy(fallback={"USER": False, "ADMIN": True})
+    assert fallback_channel(both, strict, failed="email") is None
+    assert (
+        fallback_channel(recipient(phone="+14155550100", sms_enabled=False), POLICY, failed="email") is None
+    )
+    assert fallback_channel(recipient(phone=None, sms_enabled=True), POLICY, failed="email") is None
+    admin = recipient(role="ADMIN", phone="+14155550100", sms_enabled=True)  # admins: email only
+    assert fallback_channel(admin, POLICY, failed="email") is None

@@ -42,6 +42,8 @@ class StubReply:
     http_status: int = 200
     status: str = "0"
     error_text: str = ""
+    # Accept the SMS but give the number back as a JSON number: a reply the SDK cannot read.
+    to_as_number: bool = False
 
 
 @dataclass(frozen=True)
@@ -189,7 +191,7 @@ class VonageStub:
                         "message-count": "1",
                         "messages": [
                             {
-                                "to": form.get("to", ""),
+                                "to": int(form["to"]) if reply.to_as_number else form.get("to", ""),
                                 "message-id": message_id,
                                 "status": "0",
                                 "remaining-balance": "10.0",

@@ -86,4 +86,8 @@ def csrf_token_for(secret: bytes, session_id: uuid.UUID) -> str:
 
 
 def csrf_matches(secret: bytes, session_id: uuid.UUID, presented: str | None) -> bool:
-    return bool(presented) and hmac.compare_digest(csrf_token_for(secret, session_id), presented or "")
+    """Compared as bytes: ``compare_digest`` raises on non-ASCII ``str`` (a header is client input)."""
+    if not presented:
+        return False
+    expected = csrf_token_for(secret, session_id).encode()
+    return hmac.compare_digest(expected, presented.encode("utf-8", "surrogateescape"))

@@ -32,12 +32,14 @@ class DeliveryQueue:
         on_delivery: OnDelivery,
         *,
         current_users: Callable[[], list[str]] = list,
+        on_rebound: Callable[[], None] = lambda: None,
         prefetch: int = 1000,
     ) -> None:
         self.broker = broker
         self.name = broker.topology.name(f"gateway.{instance_id}")
         self.on_delivery = on_delivery
         self.current_users = current_users
+        self.on_rebound = on_rebound  # frames published while the queue was gone are lost: resync
         self.prefetch = prefetch
         self._channel: AbstractRobustChannel | None = None
         self._queue: AbstractQueue | None = None
@@ -104,6 +106,7 @@ class DeliveryQueue:
         for user in self.current_users():
             await self._send_binding(user, bind=True)
         await self._confirmed()
+        self.on_rebound()
 
     async def stop(self) -> None:
         if self._channel is not None and not self._channel.is_closed:

@@ -32,17 +32,24 @@ class PresenceRepository:
         self.ttl = timedelta(seconds=ttl_s)
         self.events_exchange = events_exchange
 
-    async def heartbeat(self) -> None:
+    async def heartbeat(self) -> bool:
+        """Returns True when this instance's row had to be created: at start, or after another
+        instance swept it as dead (a stall or a database outage longer than the TTL) and deleted
+        its shares, which the caller must then write again."""
         async with self.engine.begin() as conn:
-            await conn.execute(
-                text(
-                    """
-                    INSERT INTO gateway.instances (instance_id, heartbeat_at) VALUES (:id, now())
-                    ON CONFLICT (instance_id) DO UPDATE SET heartbeat_at = now()
-                    """
-                ),
-                {"id": self.instance_id},
-            )
+            created = (
+                await conn.execute(
+                    text(
+                        """
+                        INSERT INTO gateway.instances (instance_id, heartbeat_at) VALUES (:id, now())
+                        ON CONFLICT (instance_id) DO UPDATE SET heartbeat_at = now()
+                        RETURNING (xmax = 0) AS created
+                        """
+                    ),
+                    {"id": self.instance_id},
+                )
+            ).scalar_one()
+        return bool(created)
 
     async def write_shares(self, shares: list[tuple[uuid.UUID, int, bool]]) -> int:
         """Record this instance's share of each user (users, connections, active) in one transaction.

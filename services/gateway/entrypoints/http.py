@@ -30,7 +30,7 @@ from shared.commands import (
 from shared.events import ConversationStatus
 from shared.messaging.rpc import RpcError
 from shared.problems import Problem, problem_responses
-from shared.security import InvalidToken, Principal
+from shared.security import InvalidToken, KeysUnavailable, Principal
 
 router = APIRouter(prefix="/api", tags=["chat"], responses=problem_responses(401, 404, 422, 429, 503))
 
@@ -42,6 +42,10 @@ async def current_principal(request: Request) -> Principal:
         raise Problem(401, "Unauthorized", code="unauthorized", detail="missing access token")
     try:
         principal: Principal = await hub.verifier.verify(token)
+    except KeysUnavailable:
+        raise Problem(
+            503, "Service Unavailable", code="unavailable", detail="cannot verify tokens right now"
+        ) from None
     except InvalidToken:
         raise Problem(401, "Unauthorized", code="unauthorized", detail="invalid access token") from None
     return principal

@@ -15,7 +15,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from services.gateway.connection import CLOSE_TOKEN_EXPIRED, Connection, frame_text
 from services.gateway.domain.tokens import chosen_subprotocol, token_from_request
 from services.gateway.hub import Hub
-from shared.security import InvalidToken, Principal
+from shared.security import InvalidToken, KeysUnavailable, Principal
+
+CLOSE_TRY_AGAIN = 1013
 
 
 async def _deny(websocket: WebSocket, detail: str) -> None:
@@ -43,6 +45,11 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         return
     try:
         principal: Principal = await hub.verifier.verify(token)
+    except KeysUnavailable:
+        # Not the token's fault: 1013 says "try again later", 4001 would make the client drop it.
+        await websocket.accept()
+        await websocket.close(CLOSE_TRY_AGAIN, "cannot verify tokens right now")
+        return
     except (InvalidToken, Exception):
         await _deny(websocket, "invalid access token")
         return

@@ -32,8 +32,11 @@ def build_message(mail: OutgoingEmail, sender: str) -> EmailMessage:
 
 
 def _classify(code: int, text: str) -> TransientSendError | PermanentSendError:
+    """A reply code is a clear refusal: the server did not take the message (never ambiguous)."""
     detail = f"SMTP {code} {text}".strip()[:300]
-    return TransientSendError(detail) if 400 <= code < 500 else PermanentSendError(detail)
+    if 400 <= code < 500:
+        return TransientSendError(detail, ambiguous=False)
+    return PermanentSendError(detail)
 
 
 class SmtpEmailSender:
@@ -64,6 +67,10 @@ class SmtpEmailSender:
             raise PermanentSendError(f"SMTP auth failed: {exc.code}") from exc
         except aiosmtplib.SMTPResponseException as exc:
             raise _classify(exc.code, exc.message) from exc
+        except (aiosmtplib.SMTPConnectError, ConnectionRefusedError) as exc:
+            # Never connected: nothing can have been sent.
+            raise TransientSendError(f"SMTP unreachable: {type(exc).__name__}", ambiguous=False) from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            # Dropped or timed out mid-session: the server may have taken the message.
             raise TransientSendError(f"SMTP unreachable: {type(exc).__name__}: {exc}"[:300]) from exc
         return mail.message_id

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifier.adapters.tables import (
     attempts,
+    inbox,
     message_tombstones,
     notifications,
     presence,
@@ -342,6 +343,48 @@ async def load_thread(*, session: AsyncSession, row: RowMapping) -> Thread:
     )
 
 
+async def load_thread_of(
+    *, session: AsyncSession, recipient_id: uuid.UUID, conversation_id: uuid.UUID
+) -> Thread | None:
+    row = (
+        (
+            await session.execute(
+                select(threads).where(
+                    threads.c.recipient_id == recipient_id, threads.c.conversation_id == conversation_id
+                )
+            )
+        )
+        .mappings()
+        .first()
+    )
+    return None if row is None else await load_thread(session=session, row=row)
+
+
+async def release_cooldown(*, session: AsyncSession, notification: RowMapping) -> bool:
+    """Give back the cooldown a digest reserved when it was decided, as it never reached anyone.
+
+    Only while the thread still carries this digest's reservation (a later digest keeps its
+    own); a read in between keeps its reset. True when the thread was changed.
+    """
+    if notification["kind"] != "digest" or notification["prior_cooldown_level"] is None:
+        return False
+    result = await session.execute(
+        update(threads)
+        .where(
+            threads.c.recipient_id == notification["recipient_id"],
+            threads.c.conversation_id == notification["conversation_id"],
+            threads.c.notified_seq == notification["max_seq"],
+        )
+        .values(
+            last_notified_at=notification["prior_notified_at"],
+            notified_seq=notification["prior_notified_seq"],
+            cooldown_level=func.least(threads.c.cooldown_level, notification["prior_cooldown_level"]),
+        )
+        .returning(threads.c.recipient_id)
+    )
+    return result.first() is not None
+
+
 async def update_thread(
     *, session: AsyncSession, recipient_id: uuid.UUID, conversation_id: uuid.UUID, **values: Any
 ) -> None:
@@ -383,10 +426,11 @@ async def claim_sendable(
 ) -> Sequence[RowMapping]:
     """Take queued work, or work whose sender vanished (lease expired), most urgent first.
 
-    Leases use the database clock so every replica agrees on them.
+    Leases use the database clock so every replica agrees on them. Each row comes back with
+    ``reclaimed``: True when a previous sender's lease lapsed, so its outcome is unknown.
     """
     candidates = (
-        select(notifications.c.id)
+        select(notifications.c.id, notifications.c.status.label("was"))
         .where(
             or_(
                 notifications.c.status == "queued",
@@ -399,11 +443,12 @@ async def claim_sendable(
     )
     if max_priority is not None:
         candidates = candidates.where(notifications.c.priority <= max_priority)
+    picked = candidates.cte("picked")
     result = await session.execute(
         update(notifications)
-        .where(notifications.c.id.in_(candidates.scalar_subquery()))
+        .where(notifications.c.id == picked.c.id)
         .values(status="sending", lease_until=func.now() + lease)
-        .returning(*notifications.c)
+        .returning(*notifications.c, (picked.c.was == "sending").label("reclaimed"))
     )
     return sorted(result.mappings().all(), key=lambda r: (r["priority"], r["created_at"]))
 
@@ -479,6 +524,7 @@ async def recent_notifications(
         notifications.c.message_count,
         notifications.c.created_at,
         notifications.c.sent_at,
+        notifications.c.fallback_of,
     ).order_by(notifications.c.created_at.desc())
     if recipient_id is not None:
         stmt = stmt.where(notifications.c.recipient_id == recipient_id)
@@ -512,3 +558,68 @@ async def attempts_of(*, session: AsyncSession, notification_id: uuid.UUID) -> S
         select(attempts).where(attempts.c.notification_id == notification_id).order_by(attempts.c.attempt)
     )
     return result.mappings().all()
+
+
+# --- retention -----------------------------------------------------------------
+
+
+async def prune_finished_notifications(*, session: AsyncSession, before: datetime, limit: int) -> int:
+    """Delete up to ``limit`` finished notifications created before ``before``, with their attempts.
+
+    Work still queued or being sent is never touched; rows another replica is pruning are skipped.
+    """
+    oldest = (
+        select(notifications.c.id)
+        .where(
+            notifications.c.created_at < before,
+            notifications.c.status.not_in(("queued", "sending")),
+        )
+        .order_by(notifications.c.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    ids = [
+        i
+        for (i,) in (
+            await session.execute(
+                delete(notifications)
+                .where(notifications.c.id.in_(oldest.scalar_subquery()))
+                .returning(notifications.c.id)
+            )
+        ).all()
+    ]
+    if ids:
+        await session.execute(delete(attempts).where(attempts.c.notification_id.in_(ids)))
+    return len(ids)
+
+
+async def prune_inbox(*, session: AsyncSession, before: datetime, limit: int) -> int:
+    """Forget up to ``limit`` handled event ids older than ``before`` (no redelivery comes that late)."""
+    oldest = (
+        select(inbox.c.event_id)
+        .where(inbox.c.handled_at < before)
+        .order_by(inbox.c.handled_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    result = await session.execute(
+        delete(inbox).where(inbox.c.event_id.in_(oldest.scalar_subquery())).returning(inbox.c.event_id)
+    )
+    return len(result.all())
+
+
+async def prune_tombstones(*, session: AsyncSession, before: datetime, limit: int) -> int:
+    """Forget up to ``limit`` deletions older than ``before`` (their message.unread is long past)."""
+    oldest = (
+        select(message_tombstones.c.message_id)
+        .where(message_tombstones.c.deleted_at < before)
+        .order_by(message_tombstones.c.deleted_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    result = await session.execute(
+        delete(message_tombstones)
+        .where(message_tombstones.c.message_id.in_(oldest.scalar_subquery()))
+        .returning(message_tombstones.c.message_id)
+    )
+    return len(result.all())

@@ -14,7 +14,7 @@ import requests
 from vonage import Auth, HttpClientOptions, Vonage
 from vonage_http_client.errors import HttpRequestError
 from vonage_sms import SmsMessage
-from vonage_sms.errors import SmsError
+from vonage_sms.errors import PartialFailureError, SmsError
 
 from services.notifier.service_layer.ports import (
     OutgoingSms,
@@ -99,16 +99,24 @@ class VonageSmsSender:
         except HttpRequestError as exc:
             status = exc.response.status_code
             detail = f"Vonage HTTP {status}"
-            if status == 429 or status >= 500:
-                raise TransientSendError(detail) from exc
+            if status == 429:
+                raise TransientSendError(detail, ambiguous=False) from exc
+            if status >= 500:
+                raise TransientSendError(detail) from exc  # a gateway error may follow acceptance
             raise PermanentSendError(detail) from exc
+        except PartialFailureError as exc:
+            # Some parts went out: resending would repeat them, a fallback would double the news.
+            raise PermanentSendError("Vonage sent only part of the message", ambiguous=True) from exc
         except SmsError as exc:
+            # A status in the reply: Vonage did not take the message.
             match = _STATUS_RE.search(str(exc))
             code = int(match.group(1)) if match else -1
             detail = f"Vonage status {code}: {str(exc)[-120:]}"
             if code in _TRANSIENT_STATUSES:
-                raise TransientSendError(detail) from exc
+                raise TransientSendError(detail, ambiguous=False) from exc
             raise PermanentSendError(detail) from exc
+        except requests.ConnectTimeout as exc:
+            raise TransientSendError("Vonage unreachable: ConnectTimeout", ambiguous=False) from exc
         except requests.RequestException as exc:
             raise TransientSendError(f"Vonage unreachable: {type(exc).__name__}") from exc
         return response.messages[0].message_id or ""

@@ -23,6 +23,7 @@ from shared.inbox import inbox_table
 SCHEMA = "notifier"
 metadata = service_metadata(SCHEMA)
 inbox = inbox_table(metadata)
+Index("ix_inbox_handled_at", inbox.c.handled_at)  # retention prunes the oldest first
 
 recipients = Table(
     "recipients",
@@ -88,6 +89,7 @@ message_tombstones = Table(
     metadata,
     Column("message_id", UUID(as_uuid=True), primary_key=True),
     Column("deleted_at", DateTime(timezone=True), nullable=False),
+    Index("ix_message_tombstones_deleted_at", "deleted_at"),
 )
 
 notifications = Table(
@@ -116,6 +118,12 @@ notifications = Table(
     Column("lease_until", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("sent_at", DateTime(timezone=True)),
+    # A digest re-sent on the fallback channel points at the notification that failed for good.
+    Column("fallback_of", UUID(as_uuid=True)),
+    # The thread's cooldown before this digest reserved it, given back if it is never delivered.
+    Column("prior_notified_at", DateTime(timezone=True)),
+    Column("prior_notified_seq", BigInteger),
+    Column("prior_cooldown_level", Integer),
     Index(
         "ix_notifications_work",
         "priority",

@@ -107,13 +107,32 @@ def usable_channels(recipient: Recipient) -> dict[Channel, str]:
     return found
 
 
+def channel_order(recipient: Recipient, policy: Policy) -> tuple[Channel, ...]:
+    return policy.channels.get(recipient.role) or policy.channels.get("USER") or ("email",)
+
+
 def choose_channel(recipient: Recipient, policy: Policy) -> tuple[Channel, str] | None:
     """The first usable channel of the role's order; without fallback only the first is considered."""
-    order = policy.channels.get(recipient.role) or policy.channels.get("USER") or ("email",)
+    order = channel_order(recipient, policy)
     usable = usable_channels(recipient)
     candidates = order if policy.fallback.get(recipient.role, True) else order[:1]
     for channel in candidates:
         if channel in usable:
+            return channel, usable[channel]
+    return None
+
+
+def fallback_channel(recipient: Recipient, policy: Policy, *, failed: str) -> tuple[Channel, str] | None:
+    """Where a digest goes after ``failed`` refused it for good: the role's next usable channel.
+
+    ``None`` when the role allows no fallback or no other channel of its order is usable now.
+    Only for a clear refusal: after an ambiguous outcome the first copy may have arrived.
+    """
+    if not policy.fallback.get(recipient.role, True):
+        return None
+    usable = usable_channels(recipient)
+    for channel in channel_order(recipient, policy):
+        if channel != failed and channel in usable:
             return channel, usable[channel]
     return None
 

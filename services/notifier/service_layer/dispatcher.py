@@ -4,8 +4,10 @@ The decision row (status ``queued``) is committed before anything is sent. A
 sender leases it (``sending`` until ``lease_until``), calls the provider and
 records the outcome. A crash before the provider call leaves a lease that
 expires and the work is sent once by whoever claims it next; the only window
-that can repeat a send is between the provider's acceptance and our commit,
-and emails carry a fixed Message-ID across such a repeat.
+that can repeat a send is between the provider's acceptance and our commit (the
+"sent" attempt and the closed notification are one commit), and emails carry a
+fixed Message-ID across such a repeat. A digest clearly refused for good gets one
+second chance on the fallback channel, or gives its cooldown back.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.engine import RowMapping
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tenacity import (
     AsyncRetrying,
@@ -27,8 +31,10 @@ from tenacity import (
 )
 
 from services.notifier.adapters import repository as repo
+from services.notifier.domain.model import Policy
 from services.notifier.metrics import FAILED, MESSAGE_TO_SEND, RETRIED, SENT, SUPPRESSED
-from services.notifier.service_layer.failpoints import AFTER_SEND, BEFORE_SEND, Failpoints
+from services.notifier.service_layer.digests import DigestSettings, queue_fallback
+from services.notifier.service_layer.failpoints import AFTER_RECORD, AFTER_SEND, BEFORE_SEND, Failpoints
 from services.notifier.service_layer.ports import (
     Clock,
     EmailSender,
@@ -68,6 +74,8 @@ class Dispatcher:
         concurrency: int = 8,
         poll_s: float = 1.0,
         shutdown_grace_s: float = 5.0,
+        policy: Policy | None = None,
+        digest: DigestSettings | None = None,
     ) -> None:
         self.sessions = sessions
         self.email = email
@@ -83,6 +91,8 @@ class Dispatcher:
         self.concurrency = concurrency
         self.poll_s = poll_s
         self.shutdown_grace_s = shutdown_grace_s
+        self.policy = policy  # with ``digest``: enables the fallback channel after a clear refusal
+        self.digest = digest
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
@@ -176,33 +186,44 @@ class Dispatcher:
 
     async def _deliver(self, row: RowMapping) -> None:
         channel: str = row["channel"]
+        # A lapsed lease means an earlier sender's outcome is unknown: treat it as maybe delivered.
+        outcome = _Outcome(ambiguous=bool(row.get("reclaimed")))
         try:
             if row["kind"] == "digest" and await self._read_meanwhile(row):
-                await self._finish(row, "suppressed", reason="read")
+                await self._close_unsent(row, "suppressed", reason="read", outcome=outcome)
                 SUPPRESSED.labels("read").inc()
                 return
-            provider_id = await self._send_with_retries(row)
+            provider_id = await self._send_with_retries(row, outcome)
         except Expired:
             await self._finish(row, "expired", reason="expired before it could be sent")
             FAILED.labels(row["kind"], channel, "expired").inc()
             return
         except TransientSendError as exc:
-            await self._finish(row, "failed", reason=f"gave up after retries: {exc}"[:500])
+            await self._close_unsent(
+                row, "failed", reason=f"gave up after retries: {exc}"[:500], outcome=outcome
+            )
             FAILED.labels(row["kind"], channel, "exhausted").inc()
             return
         except PermanentSendError as exc:
-            await self._finish(row, "failed", reason=f"permanent: {exc}"[:500])
+            await self._close_unsent(
+                row, "failed", reason=f"permanent: {exc}"[:500], outcome=outcome, fallback=True
+            )
             FAILED.labels(row["kind"], channel, "permanent").inc()
             return
+        except SQLAlchemyError:
+            # Our own database failed, not the provider: recording "failed" now would drop work
+            # that is still due. The lease lapses and whoever claims it next tries again.
+            raise
         except Exception as exc:  # a bug or an unexpected SDK error: record, never loop
-            log.exception("send_crashed", notification_id=str(row["id"]))
-            await self._record(row, "permanent", error=f"{type(exc).__name__}: {exc}"[:500])
+            log.error(
+                "send_crashed", notification_id=str(row["id"]), error=type(exc).__name__, at=_where(exc)
+            )
+            await self._record(row, "permanent", error=f"{type(exc).__name__} at {_where(exc)}")
             await self._finish(row, "failed", reason=f"error: {type(exc).__name__}")
             FAILED.labels(row["kind"], channel, "error").inc()
             return
-        self.failpoints.hit(AFTER_SEND)
+        self.failpoints.hit(AFTER_RECORD)
         now = self.clock()
-        await self._finish(row, "sent", provider_id=provider_id, sent_at=now)
         SENT.labels(row["kind"], channel).inc()
         if row["first_message_at"] is not None:
             MESSAGE_TO_SEND.labels(row["kind"], channel).observe(
@@ -214,7 +235,37 @@ class Dispatcher:
             kind=row["kind"],
             channel=channel,
             messages=row["message_count"],
+            provider_id=provider_id,
         )
+
+    async def _close_unsent(
+        self, row: RowMapping, status: str, *, reason: str, outcome: _Outcome, fallback: bool = False
+    ) -> None:
+        """Close a notification that reached no one; a digest clearly refused gets its second chance.
+
+        After a clear refusal (never after an ambiguous outcome) a digest is queued once more on
+        the fallback channel, or else gives back the cooldown it reserved, so the next message
+        can still be told. Both in the transaction that records the failure.
+        """
+        queued = False
+        async with transaction(self.sessions) as session:
+            await repo.finish_notification(
+                session=session, notification_id=row["id"], status=status, reason=reason, **_secrets_of(row)
+            )
+            if row["kind"] == "digest" and not outcome.ambiguous:
+                if fallback and self.policy is not None and self.digest is not None:
+                    queued = await queue_fallback(
+                        session=session,
+                        failed=row,
+                        now=self.clock(),
+                        policy=self.policy,
+                        settings=self.digest,
+                    )
+                if not queued:
+                    await repo.release_cooldown(session=session, notification=row)
+        if queued:
+            log.info("notification_fallback_queued", notification_id=str(row["id"]), failed=row["channel"])
+            self.wake()
 
     async def _read_meanwhile(self, row: RowMapping) -> bool:
         """Decide at send time: a digest whose messages were all read since the decision is dropped."""
@@ -224,7 +275,7 @@ class Dispatcher:
             )
         return row["max_seq"] is not None and read_seq >= row["max_seq"]
 
-    async def _send_with_retries(self, row: RowMapping) -> str:
+    async def _send_with_retries(self, row: RowMapping, outcome: _Outcome) -> str:
         channel: str = row["channel"]
 
         async def before_sleep(state: RetryCallState) -> None:
@@ -241,10 +292,10 @@ class Dispatcher:
         )
         async for attempt in retrying:
             with attempt:
-                return await self._attempt(row)
+                return await self._attempt(row, outcome)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _attempt(self, row: RowMapping) -> str:
+    async def _attempt(self, row: RowMapping, outcome: _Outcome) -> str:
         expires_at: datetime | None = row["expires_at"]
         if expires_at is not None and self.clock() >= expires_at:
             await self._record(row, "expired", error="expired")
@@ -256,15 +307,21 @@ class Dispatcher:
                 provider_id = await self.sms.send(
                     OutgoingSms(to=row["destination"], text=row["body_text"], reference=str(row["id"]))
                 )
-        except TransientSendError as exc:
-            await self._record(row, "transient", error=str(exc))
-            log.warning("send_transient_failure", notification_id=str(row["id"]), error=str(exc)[:200])
+        except (TransientSendError, PermanentSendError) as exc:
+            outcome.ambiguous = outcome.ambiguous or exc.ambiguous
+            status = "transient" if isinstance(exc, TransientSendError) else "permanent"
+            await self._record(row, status, error=str(exc))
+            log.warning(
+                f"send_{status}_failure",
+                notification_id=str(row["id"]),
+                error=str(exc)[:200],
+                ambiguous=exc.ambiguous,
+            )
             raise
-        except PermanentSendError as exc:
-            await self._record(row, "permanent", error=str(exc))
-            log.warning("send_permanent_failure", notification_id=str(row["id"]), error=str(exc)[:200])
-            raise
-        await self._record(row, "sent", provider_id=provider_id)
+        self.failpoints.hit(AFTER_SEND)
+        # The acceptance and the closed notification commit together: once the attempt says
+        # "sent", no lease can lapse and no other sender can send it again.
+        await self._record(row, "sent", provider_id=provider_id, finish={"sent_at": self.clock()})
         return provider_id
 
     def _email_of(self, row: RowMapping) -> OutgoingEmail:
@@ -279,8 +336,15 @@ class Dispatcher:
         )
 
     async def _record(
-        self, row: RowMapping, status: str, *, provider_id: str | None = None, error: str | None = None
+        self,
+        row: RowMapping,
+        status: str,
+        *,
+        provider_id: str | None = None,
+        error: str | None = None,
+        finish: dict[str, object] | None = None,
     ) -> None:
+        """Record one attempt; with ``finish`` also close the notification as sent, atomically."""
         async with transaction(self.sessions) as session:
             await repo.record_attempt(
                 session=session,
@@ -290,11 +354,41 @@ class Dispatcher:
                 provider_id=provider_id,
                 error=error,
             )
+            if finish is not None:
+                await repo.finish_notification(
+                    session=session,
+                    notification_id=row["id"],
+                    status="sent",
+                    provider_id=provider_id,
+                    **finish,
+                    **_secrets_of(row),
+                )
 
     async def _finish(self, row: RowMapping, status: str, **values: object) -> None:
-        if row["kind"] in SECRET_KINDS:
-            values.update(body_text=None, body_html=None)  # codes and reset links do not outlive the send
         async with transaction(self.sessions) as session:
             await repo.finish_notification(
-                session=session, notification_id=row["id"], status=status, **values
+                session=session, notification_id=row["id"], status=status, **values, **_secrets_of(row)
             )
+
+
+@dataclass
+class _Outcome:
+    """What one delivery learned so far: whether the provider may have taken the message."""
+
+    ambiguous: bool = False
+
+
+def _secrets_of(row: RowMapping) -> dict[str, None]:
+    """Codes and reset links do not outlive the send."""
+    return {"body_text": None, "body_html": None} if row["kind"] in SECRET_KINDS else {}
+
+
+def _where(exc: BaseException) -> str:
+    """``file:line`` of the innermost frame: enough to find a bug, without the exception's text
+    (an SDK's message can quote the number or the text it was given)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return "?"
+    return f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"

@@ -11,6 +11,7 @@ log = get_logger(__name__)
 AFTER_DECISION = "after_decision"  # decision committed, nothing claimed for sending yet
 BEFORE_SEND = "before_send"  # claimed (leased) for sending, provider not called
 AFTER_SEND = "after_send"  # provider accepted, acceptance not recorded
+AFTER_RECORD = "after_record"  # acceptance recorded (and the notification closed), nothing after
 
 
 class Failpoints:

@@ -8,15 +8,28 @@ from typing import Protocol
 
 
 class SendError(Exception):
-    """A provider refused or could not take the message."""
+    """A provider refused or could not take the message.
+
+    ``ambiguous`` means the provider may have taken it all the same (a timeout or a dropped
+    connection after the request went out, an HTTP 5xx, a partly sent SMS): such an outcome
+    never triggers a fallback channel nor gives the cooldown back.
+    """
+
+    default_ambiguous = False
+
+    def __init__(self, detail: str, *, ambiguous: bool | None = None) -> None:
+        super().__init__(detail)
+        self.ambiguous = self.default_ambiguous if ambiguous is None else ambiguous
 
 
 class TransientSendError(SendError):
-    """Worth retrying: SMTP 4xx, connection errors, throttling, HTTP 429/5xx."""
+    """Worth retrying: SMTP 4xx, connection errors, throttling, HTTP 429/5xx (ambiguous unless said)."""
+
+    default_ambiguous = True
 
 
 class PermanentSendError(SendError):
-    """Never retried: SMTP 5xx, invalid number, bad credentials."""
+    """Never retried: SMTP 5xx, invalid number, bad credentials (a clear refusal unless said)."""
 
 
 @dataclass(frozen=True)

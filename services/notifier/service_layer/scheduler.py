@@ -1,4 +1,7 @@
-"""Claim due pending threads and decide at send time: one digest, a final suppression, or a deferral."""
+"""Claim due pending threads and decide at send time: one digest, a final suppression, or a deferral.
+
+The same loop also prunes what is past retention, a bounded batch at a time (no cron needed).
+"""
 
 from __future__ import annotations
 
@@ -6,17 +9,16 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
 
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.notifier.adapters import repository as repo
-from services.notifier.domain.digest import conversation_link, render_digest_email, render_digest_sms
 from services.notifier.domain.model import Decision, Defer, Policy, Send, Suppress
 from services.notifier.domain.rules import decide, effective_level
 from services.notifier.metrics import SUPPRESSED
+from services.notifier.service_layer.digests import DigestSettings, digest_content
 from services.notifier.service_layer.events import PRIORITY_DIGEST
 from services.notifier.service_layer.failpoints import AFTER_DECISION, Failpoints
 from services.notifier.service_layer.ports import Clock
@@ -27,10 +29,14 @@ log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
-class DigestSettings:
-    frontend_url: str
-    unsubscribe: str
-    max_items: int = 10
+class Retention:
+    """Finished notifications, their attempts, handled event ids and tombstones older than
+    ``keep`` are deleted, ``batch`` rows per table per pass, a pass every ``every_s`` seconds
+    (right away again while a pass found a full batch)."""
+
+    keep: timedelta
+    batch: int = 500
+    every_s: float = 60.0
 
 
 class Scheduler:
@@ -47,6 +53,7 @@ class Scheduler:
         on_queued: Callable[[], None],
         poll_s: float = 1.0,
         batch_size: int = 50,
+        retention: Retention | None = None,
     ) -> None:
         self.sessions = sessions
         self.policy = policy
@@ -56,6 +63,8 @@ class Scheduler:
         self.on_queued = on_queued
         self.poll_s = poll_s
         self.batch_size = batch_size
+        self.retention = retention
+        self._next_prune = 0.0  # loop.time() of the next retention pass
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -80,9 +89,40 @@ class Scheduler:
                 raise
             except Exception as exc:
                 log.exception("scheduler_failed", error=type(exc).__name__)
+            await self._maybe_prune()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_s)
             self._wake.clear()
+
+    async def _maybe_prune(self) -> None:
+        """One bounded retention pass when one is due; never lets a failure stop the loop."""
+        loop = asyncio.get_running_loop()
+        if self.retention is None or loop.time() < self._next_prune:
+            return
+        try:
+            full = await self.prune_once() >= self.retention.batch
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("retention_failed", error=type(exc).__name__)
+            full = False
+        self._next_prune = loop.time() + (0.0 if full else self.retention.every_s)
+
+    async def prune_once(self) -> int:
+        """Delete at most one batch per table of what is past retention; returns the largest count."""
+        if self.retention is None:
+            return 0
+        before = self.clock() - self.retention.keep
+        limit = self.retention.batch
+        async with transaction(self.sessions) as session:
+            counts = (
+                await repo.prune_finished_notifications(session=session, before=before, limit=limit),
+                await repo.prune_inbox(session=session, before=before, limit=limit),
+                await repo.prune_tombstones(session=session, before=before, limit=limit),
+            )
+        if any(counts):
+            log.info("retention_pruned", notifications=counts[0], inbox=counts[1], tombstones=counts[2])
+        return max(counts)
 
     async def run_once(self) -> int:
         """Decide every due thread of one batch in one transaction; returns how many were due."""
@@ -131,19 +171,13 @@ class Scheduler:
             await repo.update_thread(**keys, due_at=None, defer_reason=None, opened_at=None)
             return 0
         assert isinstance(decision, Send) and recipient is not None
-        link = conversation_link(self.digest.frontend_url, conversation_id)
-        content: dict[str, Any]
-        if decision.channel == "email":
-            rendered = render_digest_email(
-                recipient_name=recipient.display_name,
-                messages=decision.messages,
-                link=link,
-                unsubscribe=self.digest.unsubscribe,
-                max_items=self.digest.max_items,
-            )
-            content = {"subject": rendered.subject, "body_text": rendered.text, "body_html": rendered.html}
-        else:
-            content = {"body_text": render_digest_sms(messages=decision.messages, link=link)}
+        content = digest_content(
+            channel=decision.channel,
+            recipient=recipient,
+            conversation_id=conversation_id,
+            messages=decision.messages,
+            settings=self.digest,
+        )
         sent_seq = max(m.seq for m in decision.messages)
         inserted = await repo.insert_notification(
             session=session,
@@ -159,6 +193,10 @@ class Scheduler:
             first_message_at=min(m.created_at for m in decision.messages),
             status="queued",
             created_at=now,
+            # What the thread's cooldown was before this digest: given back if it never arrives.
+            prior_notified_at=thread.last_notified_at,
+            prior_notified_seq=thread.notified_seq,
+            prior_cooldown_level=thread.cooldown_level,
             **content,
         )
         if not inserted:  # this very digest was decided before: close the window, change nothing else
