@@ -20,8 +20,8 @@ REPLICAS ?=
 LAUNCHER_ARGS ?=
 # `make test PYTEST_ARGS="tests/deploy -x"` runs a part of the suite.
 PYTEST_ARGS ?=
-LINT_PATHS ?= services shared deploy tests
-TYPE_PATHS ?= services shared deploy
+LINT_PATHS ?= services shared deploy bench tests
+TYPE_PATHS ?= services shared deploy bench
 
 .PHONY: help install infra migrate run test browser-deps lint format bench clean distclean
 
