@@ -6,15 +6,18 @@ import uuid
 
 import pytest
 
+from services.notifier.bootstrap import NotifierRuntime
 from tests.notifier.conftest import Publish, StartNotifier
 from tests.notifier.helpers import (
     FakeClock,
     attempts_of,
     final_notifications,
+    notifications_of,
     thread_of,
     unread,
     user,
     vonage_settings,
+    wait_until,
 )
 from tests.support.smtp import SmtpServer
 from tests.support.vonage_stub import StubReply, VonageStub
@@ -126,3 +129,37 @@ async def test_a_digest_that_finally_failed_does_not_start_the_cooldown_so_the_n
     assert [(r["channel"], r["max_seq"]) for r in rows if r["status"] == "sent"] == [("email", 2)]
     thread = await thread_of(runtime.sessions, rid, conv)
     assert thread is not None and thread["cooldown_level"] == 1
+
+
+async def test_news_held_back_by_the_cooldown_of_a_digest_that_then_failed_is_told_at_once(
+    notifier: StartNotifier, publish: Publish, smtp: SmtpServer, clock: FakeClock
+) -> None:
+    runtime = await notifier(clock=clock, cooldowns_s="600")
+    await runtime.dispatcher.stop()  # this test drives the sends itself
+    recipient = user()
+    email = recipient.payload.email or ""
+    rid, conv = recipient.payload.user_id, uuid.uuid4()
+    await publish(recipient)
+    await publish(unread(rid, conv, 1))
+    await final_notifications_queued(runtime, rid, 1)
+    await publish(unread(rid, conv, 2))  # arrives while the first digest is still on its way
+
+    async def held_back():  # type: ignore[no-untyped-def]
+        t = await thread_of(runtime.sessions, rid, conv)
+        return t if t is not None and t["defer_reason"] == "cooldown" else None
+
+    await wait_until(held_back, what="the second message to wait for the cooldown")
+    smtp.sink.fail_next = ["550 5.1.1 mailbox unavailable"]
+    assert await runtime.dispatcher.run_once() == 1  # refused for good, no other channel
+    await final_notifications_queued(runtime, rid, 2)  # decided again without waiting ten minutes
+    assert await runtime.dispatcher.run_once() == 1
+    [mail] = smtp.sink.to(email)
+    assert "2 new messages" in mail.subject
+
+
+async def final_notifications_queued(runtime: NotifierRuntime, rid: uuid.UUID, count: int) -> None:
+    async def probe() -> bool:
+        rows = await notifications_of(runtime.sessions, rid)
+        return len(rows) == count and any(r["status"] == "queued" for r in rows)
+
+    await wait_until(probe, what=f"notification {count} to be queued")

@@ -360,11 +360,12 @@ async def load_thread_of(
     return None if row is None else await load_thread(session=session, row=row)
 
 
-async def release_cooldown(*, session: AsyncSession, notification: RowMapping) -> bool:
+async def release_cooldown(*, session: AsyncSession, notification: RowMapping, now: datetime) -> bool:
     """Give back the cooldown a digest reserved when it was decided, as it never reached anyone.
 
     Only while the thread still carries this digest's reservation (a later digest keeps its
-    own); a read in between keeps its reset. True when the thread was changed.
+    own); a read in between keeps its reset; news held back by that cooldown is due now.
+    True when the thread was changed.
     """
     if notification["kind"] != "digest" or notification["prior_cooldown_level"] is None:
         return False
@@ -379,6 +380,10 @@ async def release_cooldown(*, session: AsyncSession, notification: RowMapping) -
             last_notified_at=notification["prior_notified_at"],
             notified_seq=notification["prior_notified_seq"],
             cooldown_level=func.least(threads.c.cooldown_level, notification["prior_cooldown_level"]),
+            due_at=case(
+                (threads.c.defer_reason == "cooldown", func.least(threads.c.due_at, now)),
+                else_=threads.c.due_at,
+            ),
         )
         .returning(threads.c.recipient_id)
     )

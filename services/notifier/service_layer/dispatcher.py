@@ -262,7 +262,7 @@ class Dispatcher:
                         settings=self.digest,
                     )
                 if not queued:
-                    await repo.release_cooldown(session=session, notification=row)
+                    await repo.release_cooldown(session=session, notification=row, now=self.clock())
         if queued:
             log.info("notification_fallback_queued", notification_id=str(row["id"]), failed=row["channel"])
             self.wake()
