@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 from sqlalchemy import Column, DateTime, MetaData, Table, func
 from sqlalchemy.dialects.postgresql import UUID, insert
@@ -24,3 +25,19 @@ async def first_delivery(session: AsyncSession, table: Table, event_id: uuid.UUI
         insert(table).values(event_id=event_id).on_conflict_do_nothing().returning(table.c.event_id)
     )
     return result.first() is not None
+
+
+async def first_deliveries(
+    session: AsyncSession, table: Table, event_ids: Sequence[uuid.UUID]
+) -> set[uuid.UUID]:
+    """The ids among ``event_ids`` seen for the first time, recorded in one statement (a batch)."""
+    unique = list(dict.fromkeys(event_ids))
+    if not unique:
+        return set()
+    result = await session.execute(
+        insert(table)
+        .values([{"event_id": event_id} for event_id in unique])
+        .on_conflict_do_nothing()
+        .returning(table.c.event_id)
+    )
+    return set(result.scalars().all())

@@ -91,7 +91,11 @@ class NotifierRuntime:
             clock=self.clock,
             failpoints=failpoints,
             on_queued=self.dispatcher.wake,
-            poll_s=s.scheduler_poll_s,
+            # A thread opened just after a pass is first seen by the next one: with a grace window
+            # shorter than the poll, poll that often (a zero window wakes the scheduler directly).
+            poll_s=min(s.scheduler_poll_s, max(s.grace_window_s, 0.05))
+            if s.grace_window_s > 0
+            else s.scheduler_poll_s,
             batch_size=s.batch_size,
             retention=Retention(
                 keep=timedelta(days=s.retention_days),

@@ -10,7 +10,9 @@ then dead-lettered with the last error, and the consumer goes on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
@@ -70,6 +72,10 @@ class Consumer(ABC):
         except (ValidationError, ValueError) as exc:
             await self._dead_letter(message, f"malformed: {_short(exc)}")
             return
+        await self._process(message, event)
+
+    async def _process(self, message: AbstractIncomingMessage, event: EventBase) -> None:
+        """Handle one event; ack after it returned, else retry with backoff or dead-letter."""
         try:
             await self.handle(event)
         except asyncio.CancelledError:
@@ -115,6 +121,78 @@ class Consumer(ABC):
         )
         log.error("dead_lettered", routing_key=message.routing_key, reason=reason[:200])
         await message.ack()
+
+
+class BatchConsumer(Consumer):
+    """Handle everything prefetched while the previous batch was in flight in ONE call (one
+    transaction), then ack each of its messages: one commit instead of one per event.
+
+    At most one batch is in flight per consumer; deliveries that arrive meanwhile wait and form the
+    next batch (group commit), so a quiet queue still handles each event at once. Acks still
+    follow the commit. When a batch fails, its events are retried one by one through ``handle``
+    (= ``handle_batch([event])``), so only the failing event is retried, backed off and finally
+    dead-lettered, and the others are acked.
+    """
+
+    max_batch: int = 100
+    # How long a batch waits for company before its transaction starts when the queue is not
+    # backed up: a consumer whose effects are not urgent trades that much latency for fewer commits.
+    linger_s: float = 0.0
+
+    def __init__(self, broker: Broker, *, bindings: tuple[str, ...] | None = None) -> None:
+        super().__init__(broker, bindings=bindings)
+        self._pending: list[tuple[AbstractIncomingMessage, EventBase]] = []
+        self._flushing = False
+
+    @abstractmethod
+    async def handle_batch(self, events: Sequence[EventBase]) -> None:
+        """Apply the events, in order, in one transaction and commit; raising rejects all of them."""
+
+    async def handle(self, event: EventBase) -> None:
+        await self.handle_batch([event])
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        try:
+            event = parse_event(message.body)
+        except (ValidationError, ValueError) as exc:
+            await self._dead_letter(message, f"malformed: {_short(exc)}")
+            return
+        self._pending.append((message, event))
+        if self._flushing:
+            return  # the task flushing now takes it with the next batch
+        self._flushing = True
+        try:
+            if self.linger_s > 0:
+                # Only when the queue was idle: deliveries that piled up behind a running batch
+                # (a backlog) go next without waiting.
+                await asyncio.sleep(self.linger_s)
+            while self._pending:
+                batch = self._pending[: self.max_batch]
+                del self._pending[: self.max_batch]
+                await self._flush(batch)
+        finally:
+            self._flushing = False
+
+    async def _flush(self, batch: list[tuple[AbstractIncomingMessage, EventBase]]) -> None:
+        if len(batch) == 1:
+            await self._process(*batch[0])
+            return
+        try:
+            await self.handle_batch([event for _, event in batch])
+        except asyncio.CancelledError:
+            for message, _ in batch:
+                with contextlib.suppress(Exception):
+                    await message.nack(requeue=True)
+            raise
+        except Exception as exc:
+            log.warning("batch_failed", size=len(batch), error=_short(exc))
+            await asyncio.gather(*(self._process(message, event) for message, event in batch))
+            return
+        for message, _ in batch:
+            try:
+                await message.ack()
+            except Exception as exc:  # channel gone (reconnect): redelivered, the inbox dedupes
+                log.warning("ack_failed", error=_short(exc))
 
 
 def _short(exc: BaseException) -> str:

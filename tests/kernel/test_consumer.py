@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
 from shared.events import EventBase, MessageRead, MessageReadPayload
 from shared.messaging.connection import Broker
-from shared.messaging.consumer import Consumer
+from shared.messaging.consumer import BatchConsumer, Consumer
 from shared.messaging.topology import DEAD_LETTER_REASON_HEADER
 
 pytestmark = pytest.mark.timeout(60)
@@ -94,4 +95,84 @@ async def test_malformed_payload_is_dead_lettered_at_once_with_its_reason(broker
             break
         await asyncio.sleep(0.01)
     assert consumer.handled == [5]
+    await consumer.stop()
+
+
+class RecordingBatchConsumer(BatchConsumer):
+    """Each ``handle_batch`` call stands for one transaction; it is slow so deliveries pile up."""
+
+    service = "kernel"
+    retry_backoff_s = 0.01
+    delay_s = 0.05
+
+    def __init__(self, broker: Broker, poison_seq: int) -> None:
+        super().__init__(broker, bindings=("message.read",))
+        self.poison_seq = poison_seq
+        self.calls: list[list[int]] = []
+        self.committed: list[int] = []
+
+    async def handle_batch(self, events: Sequence[EventBase]) -> None:
+        seqs = [event.payload.seq for event in events if isinstance(event, MessageRead)]
+        self.calls.append(seqs)
+        await asyncio.sleep(self.delay_s)
+        if self.poison_seq in seqs:
+            raise RuntimeError("handler keeps failing")
+        self.committed.extend(seqs)
+
+
+async def test_batch_consumer_commits_prefetched_events_together_and_dead_letters_only_the_poison(
+    broker: Broker,
+) -> None:
+    consumer = RecordingBatchConsumer(broker, poison_seq=27)
+    await consumer.start()
+    dead = await dead_letters(broker)
+    for seq in range(1, 21):
+        await broker.publisher.publish_event(read(seq))
+    for _ in range(500):
+        if len(consumer.committed) >= 20:
+            break
+        await asyncio.sleep(0.01)
+    assert consumer.committed == list(range(1, 21))  # in delivery order
+    # Fewer transactions than events: what arrived during one batch went into the next.
+    assert len(consumer.calls) < 20
+
+    for seq in range(21, 31):
+        await broker.publisher.publish_event(read(seq))
+    message = await asyncio.wait_for(dead.get(), 15)
+    assert (message.headers or {})[DEAD_LETTER_REASON_HEADER].startswith("failed 3x: RuntimeError")
+    for _ in range(500):
+        if len(consumer.committed) >= 29:
+            break
+        await asyncio.sleep(0.01)
+    assert sorted(consumer.committed) == [s for s in range(1, 31) if s != 27]
+
+    # Everything was acked (or dead-lettered): after a restart nothing is delivered again.
+    await consumer.stop()
+    again = RecordingBatchConsumer(broker, poison_seq=-1)
+    await again.start()
+    await broker.publisher.publish_event(read(99))
+    for _ in range(500):
+        if again.committed:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+    assert again.committed == [99]
+    await again.stop()
+
+
+async def test_a_lingering_batch_consumer_groups_a_trickle_of_events_into_fewer_commits(
+    broker: Broker,
+) -> None:
+    consumer = RecordingBatchConsumer(broker, poison_seq=-1)
+    consumer.linger_s = 0.3  # longer than publishing the trickle below takes
+    consumer.delay_s = 0  # a fast handler: without the linger every event would be its own batch
+    await consumer.start()
+    for seq in range(1, 11):
+        await broker.publisher.publish_event(read(seq))
+    for _ in range(500):
+        if len(consumer.committed) >= 10:
+            break
+        await asyncio.sleep(0.01)
+    assert consumer.committed == list(range(1, 11))
+    assert len(consumer.calls) < 10
     await consumer.stop()

@@ -164,3 +164,86 @@ async def test_a_deleted_message_is_not_notified(
     rows = await notifications_of(runtime.sessions, rid)
     assert [(r["status"], r["reason"]) for r in rows] in ([], [("suppressed", "deleted")])
     assert smtp.sink.to(recipient.payload.email or "") == []
+
+
+async def test_the_scheduler_sleeps_until_the_next_thread_is_due_not_a_whole_poll(
+    notifier: StartNotifier, publish: Publish, clock: FakeClock
+) -> None:
+    runtime = await notifier(clock=clock, grace_window_s=30, scheduler_poll_s=120)
+    recipient = user()
+    await publish(recipient)
+    rid, conversation = recipient.payload.user_id, uuid.uuid4()
+    await publish(unread(rid, conversation, 1))
+
+    async def opened() -> bool:
+        thread = await thread_of(runtime.sessions, rid, conversation)
+        return thread is not None and thread["due_at"] is not None
+
+    await wait_until(opened, what="the pending window to open")
+    clock.advance(25)
+    assert await runtime.scheduler.run_once() == 0  # not due yet
+    # Due in 5 s: the loop wakes then, not after its 30 s poll (the grace window caps the poll).
+    assert 4 <= runtime.scheduler.next_wait_s() <= 5.5
+    clock.advance(5.5)
+    await runtime.scheduler.run_once()
+    assert runtime.scheduler.next_wait_s() == runtime.scheduler.poll_s == 30  # nothing pending
+
+
+async def test_a_redelivered_event_in_the_same_batch_is_applied_once(
+    notifier: StartNotifier, clock: FakeClock
+) -> None:
+    runtime = await notifier(clock=clock, grace_window_s=60)
+    recipient = user()
+    rid, conversation = recipient.payload.user_id, uuid.uuid4()
+    first, second = unread(rid, conversation, 1), unread(rid, conversation, 2)
+    await runtime.consumer.handle_batch([recipient, first, second, first, recipient])
+    await runtime.consumer.handle_batch([first, second])  # replays of a committed batch
+    assert await unread_count(runtime.sessions, rid) == 2
+    thread = await thread_of(runtime.sessions, rid, conversation)
+    assert thread is not None and thread["due_at"] is not None
+
+
+async def test_a_batch_of_unread_events_decides_like_one_event_at_a_time(
+    notifier: StartNotifier, clock: FakeClock
+) -> None:
+    """Set-based ``message.unread``: reads, tombstones and window extension in delivery order."""
+    runtime = await notifier(clock=clock, grace_window_s=60, max_window_s=90)
+    recipient = user()
+    rid, conv, other = recipient.payload.user_id, uuid.uuid4(), uuid.uuid4()
+    doomed = unread(rid, other, 1)
+    p = doomed.payload
+    deletion = MessageUpdated(
+        payload=MessagePayload(
+            message_id=p.message_id,
+            conversation_id=other,
+            seq=1,
+            sender_id=p.sender_id,
+            client_id="c1",
+            body="",
+            created_at=p.created_at,
+            deleted_at=clock.now,
+        )
+    )
+    opened_at = clock.now
+    await runtime.consumer.handle_batch(
+        [recipient, deletion, unread(rid, conv, 1), unread(rid, conv, 2), read(rid, conv, 2), doomed]
+    )
+    thread = await thread_of(runtime.sessions, rid, conv)
+    assert thread is not None and thread["read_seq"] == 2 and thread["due_at"] is None  # read closed it
+    assert await thread_of(runtime.sessions, rid, other) is not None
+    assert (await thread_of(runtime.sessions, rid, other))["due_at"] is None  # type: ignore[index]
+    assert await unread_count(runtime.sessions, rid) == 0  # read, and the tombstoned one never added
+
+    clock.advance(50)
+    late = unread(rid, conv, 2)  # at or below the read position: ignored
+    await runtime.consumer.handle_batch([late, unread(rid, conv, 3), unread(rid, conv, 4)])
+    thread = await thread_of(runtime.sessions, rid, conv)
+    assert thread is not None and thread["opened_at"] == clock.now
+    assert thread["due_at"] == clock.now + timedelta(seconds=60)
+    clock.advance(50)
+    await runtime.consumer.handle_batch([unread(rid, conv, 5)])
+    thread = await thread_of(runtime.sessions, rid, conv)
+    # Extended by the burst, but never past opened + max window (50 + 90 - 50 s from now).
+    assert thread is not None and thread["due_at"] == clock.now + timedelta(seconds=40)
+    assert await unread_count(runtime.sessions, rid) == 3
+    assert opened_at < thread["opened_at"]

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -195,6 +195,95 @@ async def record_unread(
     return True
 
 
+async def record_unreads(
+    *,
+    session: AsyncSession,
+    messages: Sequence[MessageUnreadPayload],
+    now: datetime,
+    grace: timedelta,
+    max_window: timedelta,
+) -> bool:
+    """``record_unread`` for a run of consecutive events in a fixed number of statements (the
+    consumer's batches): the same decisions, in the same order, on the locked threads' rows.
+    True when any of them opened a pending window."""
+    if not messages:
+        return False
+    keys = sorted({(m.recipient_id, m.conversation_id) for m in messages})
+    await session.execute(
+        insert(threads)
+        .values([{"recipient_id": r, "conversation_id": c} for r, c in keys])
+        .on_conflict_do_nothing()
+    )
+    # Locked in key order, like every batch: two batches never wait on each other in a cycle.
+    locked = await session.execute(
+        select(threads.c.recipient_id, threads.c.conversation_id, threads.c.read_seq)
+        .add_columns(threads.c.due_at, threads.c.opened_at, threads.c.defer_reason)
+        .where(tuple_(threads.c.recipient_id, threads.c.conversation_id).in_(keys))
+        .order_by(threads.c.recipient_id, threads.c.conversation_id)
+        .with_for_update()
+    )
+    state = {(row.recipient_id, row.conversation_id): dict(row._mapping) for row in locked}
+    tombstoned = set(
+        (
+            await session.execute(
+                select(message_tombstones.c.message_id).where(
+                    message_tombstones.c.message_id.in_({m.message_id for m in messages})
+                )
+            )
+        ).scalars()
+    )
+    rows: list[dict[str, Any]] = []
+    changed: set[tuple[uuid.UUID, uuid.UUID]] = set()
+    opened_any = False
+    for m in messages:
+        key = (m.recipient_id, m.conversation_id)
+        thread = state[key]
+        if m.seq <= thread["read_seq"] or m.message_id in tombstoned:
+            continue
+        rows.append(
+            {
+                "recipient_id": m.recipient_id,
+                "conversation_id": m.conversation_id,
+                "seq": m.seq,
+                "message_id": m.message_id,
+                "sender_id": m.sender_id,
+                "sender_name": m.sender_name,
+                "body": m.body[:2000],
+                "created_at": m.created_at,
+            }
+        )
+        if thread["due_at"] is None:
+            thread.update(opened_at=now, due_at=now + grace, defer_reason=None)
+            opened_any = True
+        else:
+            opened = thread["opened_at"] or now
+            thread["due_at"] = max(thread["due_at"], min(now + grace, opened + max_window))
+        changed.add(key)
+    if rows:
+        await session.execute(insert(unread_messages).on_conflict_do_nothing(), rows)
+        await session.execute(
+            update(threads)
+            .where(
+                threads.c.recipient_id == bindparam("b_recipient"),
+                threads.c.conversation_id == bindparam("b_conversation"),
+            )
+            .values(
+                opened_at=bindparam("b_opened"), due_at=bindparam("b_due"), defer_reason=bindparam("b_reason")
+            ),
+            [
+                {
+                    "b_recipient": r,
+                    "b_conversation": c,
+                    "b_opened": state[(r, c)]["opened_at"],
+                    "b_due": state[(r, c)]["due_at"],
+                    "b_reason": state[(r, c)]["defer_reason"],
+                }
+                for r, c in sorted(changed)
+            ],
+        )
+    return opened_any
+
+
 async def apply_read(
     *, session: AsyncSession, conversation_id: uuid.UUID, reader_id: uuid.UUID, seq: int
 ) -> bool:
@@ -274,7 +363,7 @@ async def claim_due_threads(*, session: AsyncSession, now: datetime, limit: int)
 
 
 async def next_due_at(*, session: AsyncSession) -> datetime | None:
-    result = await session.execute(select(func.min(threads.c.due_at)))
+    result = await session.execute(select(func.min(threads.c.due_at)).where(threads.c.due_at.is_not(None)))
     value: datetime | None = result.scalar_one_or_none()
     return value
 

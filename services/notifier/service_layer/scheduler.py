@@ -54,6 +54,7 @@ class Scheduler:
         poll_s: float = 1.0,
         batch_size: int = 50,
         retention: Retention | None = None,
+        min_wait_s: float = 0.1,
     ) -> None:
         self.sessions = sessions
         self.policy = policy
@@ -64,6 +65,8 @@ class Scheduler:
         self.poll_s = poll_s
         self.batch_size = batch_size
         self.retention = retention
+        self.min_wait_s = min_wait_s
+        self._next_due: datetime | None = None  # earliest due_at seen by the last pass
         self._next_prune = 0.0  # loop.time() of the next retention pass
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -91,8 +94,17 @@ class Scheduler:
                 log.exception("scheduler_failed", error=type(exc).__name__)
             await self._maybe_prune()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+                await asyncio.wait_for(self._wake.wait(), self.next_wait_s())
             self._wake.clear()
+
+    def next_wait_s(self) -> float:
+        """Sleep until the next thread falls due rather than a whole poll (a digest then leaves
+        right after its grace window), but at least ``min_wait_s`` so that a steady stream of
+        due threads is still decided in batches, and at most ``poll_s``."""
+        if self._next_due is None:
+            return self.poll_s
+        until = (self._next_due - self.clock()).total_seconds()
+        return min(self.poll_s, max(self.min_wait_s, until))
 
     async def _maybe_prune(self) -> None:
         """One bounded retention pass when one is due; never lets a failure stop the loop."""
@@ -132,6 +144,8 @@ class Scheduler:
             rows = await repo.claim_due_threads(session=session, now=now, limit=self.batch_size)
             for row in rows:
                 queued += await self._decide_one(session, row, now)
+            # After this pass's own updates: when to look again.
+            self._next_due = await repo.next_due_at(session=session)
         if queued:
             self.failpoints.hit(AFTER_DECISION)
             self.on_queued()

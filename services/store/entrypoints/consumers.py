@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -11,7 +11,7 @@ from services.store.adapters.rows import Rows, write_outbox
 from shared.commands import encode_frame
 from shared.events import EventBase, PresenceChanged, UserRegistered, UserUpdated
 from shared.messaging.connection import Broker
-from shared.messaging.consumer import Consumer
+from shared.messaging.consumer import BatchConsumer
 
 UPSERT_USER = text(
     """
@@ -59,7 +59,7 @@ async def apply_user(conn: AsyncConnection, event: UserRegistered | UserUpdated)
     )
 
 
-class StoreConsumer(Consumer):
+class StoreConsumer(BatchConsumer):
     service = "store"
 
     def __init__(
@@ -77,14 +77,16 @@ class StoreConsumer(Consumer):
         self.fanout_cap = fanout_cap
         self.on_commit = on_commit
 
-    async def handle(self, event: EventBase) -> None:
+    async def handle_batch(self, events: Sequence[EventBase]) -> None:
+        """Everything prefetched in one transaction (one commit), each event deduplicated by the inbox."""
         async with self.engine.begin() as conn:
-            if (await conn.execute(FIRST_DELIVERY, {"id": event.id})).first() is None:
-                return  # a redelivery: its effect is already committed
-            if isinstance(event, UserRegistered | UserUpdated):
-                await apply_user(conn, event)
-            elif isinstance(event, PresenceChanged):
-                await self._presence(conn, event)
+            for event in events:
+                if (await conn.execute(FIRST_DELIVERY, {"id": event.id})).first() is None:
+                    continue  # a redelivery (or a repeat within the batch): already applied
+                if isinstance(event, UserRegistered | UserUpdated):
+                    await apply_user(conn, event)
+                elif isinstance(event, PresenceChanged):
+                    await self._presence(conn, event)
         self.on_commit()
 
     async def _presence(self, conn: AsyncConnection, event: PresenceChanged) -> None:
