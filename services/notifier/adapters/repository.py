@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, delete, func, or_, select, tuple_, update
+from sqlalchemy import Column, and_, bindparam, case, delete, func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -687,33 +687,26 @@ async def prune_finished_notifications(*, session: AsyncSession, before: datetim
     return len(ids)
 
 
+async def _prune_oldest(
+    session: AsyncSession, key: Column[Any], stamp: Column[Any], *, before: datetime, limit: int
+) -> int:
+    """Delete up to ``limit`` rows whose ``stamp`` is older than ``before``, oldest first."""
+    oldest = select(key).where(stamp < before).order_by(stamp).limit(limit).with_for_update(skip_locked=True)
+    result = await session.execute(delete(key.table).where(key.in_(oldest.scalar_subquery())).returning(key))
+    return len(result.all())
+
+
 async def prune_inbox(*, session: AsyncSession, before: datetime, limit: int) -> int:
     """Forget up to ``limit`` handled event ids older than ``before`` (no redelivery comes that late)."""
-    oldest = (
-        select(inbox.c.event_id)
-        .where(inbox.c.handled_at < before)
-        .order_by(inbox.c.handled_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    result = await session.execute(
-        delete(inbox).where(inbox.c.event_id.in_(oldest.scalar_subquery())).returning(inbox.c.event_id)
-    )
-    return len(result.all())
+    return await _prune_oldest(session, inbox.c.event_id, inbox.c.handled_at, before=before, limit=limit)
 
 
 async def prune_tombstones(*, session: AsyncSession, before: datetime, limit: int) -> int:
     """Forget up to ``limit`` deletions older than ``before`` (their message.unread is long past)."""
-    oldest = (
-        select(message_tombstones.c.message_id)
-        .where(message_tombstones.c.deleted_at < before)
-        .order_by(message_tombstones.c.deleted_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
+    return await _prune_oldest(
+        session,
+        message_tombstones.c.message_id,
+        message_tombstones.c.deleted_at,
+        before=before,
+        limit=limit,
     )
-    result = await session.execute(
-        delete(message_tombstones)
-        .where(message_tombstones.c.message_id.in_(oldest.scalar_subquery()))
-        .returning(message_tombstones.c.message_id)
-    )
-    return len(result.all())
