@@ -1,4 +1,5 @@
-"""Gateway process: REST under /api, the WebSocket at /ws, presence, with /healthz /readyz /metrics."""
+"""Gateway process: REST under /api, the WebSocket at /ws (``entrypoints.ws``, outside ASGI), presence,
+with /healthz /readyz /metrics."""
 
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ def create_app() -> FastAPI:
         app.state.gateway = gateway
         app.state.hub = gateway.hub
         await gateway.start()
+        # The /ws protocol (outside the ASGI stack) finds the hub and the Origin allow-list here.
+        app.state.ws = ws.WsContext(gateway.hub, common.allowed_origins)
+        app.state.ws.start()
         try:
             yield
         finally:
@@ -51,7 +55,6 @@ def create_app() -> FastAPI:
     )
     app.include_router(http.router)
     app.include_router(notifications.router)
-    app.router.routes.append(ws.route)
     mount_web_client(app)
     return app
 
@@ -63,9 +66,7 @@ def main() -> None:
         "services.gateway.main:create_app",
         host=settings.host,
         port=settings.port,
-        ws_max_size=settings.ws_max_size,
-        ws_ping_interval=settings.ws_ping_interval_s,
-        ws_ping_timeout=settings.ws_ping_timeout_s,
+        ws=ws.GatewayWebSocket,  # sizes and keepalive come from the gateway settings
     )
 
 

@@ -33,7 +33,10 @@ class GatewaySettings(BaseSettings):
     access_cookie: str = "access_token"
     subprotocol: str = "chat.v1"
     db_pool_size: int = 5
-    rpc_sends_in_flight: int = 4  # more concurrent sends than this travel batched in one RPC
+    # Sends that arrive while this many RPCs are out travel together in the next one. One keeps
+    # batches largest on a small machine (measured: less CPU per message and a lower p99 at 200-400
+    # msg/s than 4); a lone send still leaves at once.
+    rpc_sends_in_flight: int = 1
 
 
 @lru_cache
