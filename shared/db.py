@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import asyncpg
 from sqlalchemy import MetaData, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -54,6 +55,33 @@ async def transaction(
     """One unit of work: commit on success, roll back on any error."""
     async with sessions() as session, session.begin():
         yield session
+
+
+# Driver errors that mean "the connection or the server is gone", not "the statement was wrong".
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+
+
+@asynccontextmanager
+async def driver_transaction(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection's asyncpg driver inside one transaction, for the hottest paths.
+
+    SQLAlchemy's per-statement work costs more than asyncpg's own; the pool, its limits and
+    its reset stay SQLAlchemy's. A connection that broke is invalidated so the pool replaces it.
+    """
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        pg: asyncpg.Connection = raw.driver_connection
+        try:
+            async with pg.transaction():
+                yield pg
+        except CONNECTION_ERRORS:
+            await conn.invalidate()
+            raise
 
 
 async def database_ready(engine: AsyncEngine) -> bool:

@@ -242,6 +242,15 @@ def parse_event(raw: bytes | str) -> EventBase:
     return event
 
 
+_pack_adapter: TypeAdapter[list[Any]] = TypeAdapter(list[Event])
+
+
+def parse_event_pack(raw: bytes | str) -> list[EventBase]:
+    """Decode a JSON array of catalogued events (``shared.messaging.packing``); all or nothing."""
+    events: list[EventBase] = _pack_adapter.validate_json(raw)
+    return events
+
+
 def event_type_name(cls: type[EventBase]) -> str:
     """The routing key of an event class (its ``type`` default)."""
     default = cls.model_fields["type"].default

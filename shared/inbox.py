@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import Column, DateTime, MetaData, Table, func
+from sqlalchemy import Column, DateTime, MetaData, Table, func, text
 from sqlalchemy.dialects.postgresql import UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,10 +34,13 @@ async def first_deliveries(
     unique = list(dict.fromkeys(event_ids))
     if not unique:
         return set()
+    # One fixed statement over an array (compiled once), not a multi-row VALUES that SQLAlchemy
+    # compiles again for every batch size.
     result = await session.execute(
-        insert(table)
-        .values([{"event_id": event_id} for event_id in unique])
-        .on_conflict_do_nothing()
-        .returning(table.c.event_id)
+        text(
+            f"INSERT INTO {table.fullname} (event_id) SELECT unnest(CAST(:ids AS uuid[]))"
+            " ON CONFLICT DO NOTHING RETURNING event_id"
+        ),
+        {"ids": unique},
     )
     return set(result.scalars().all())

@@ -29,13 +29,16 @@ from sqlalchemy import (
     Text,
     func,
     insert,
-    text,
 )
+from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.pool import ConnectionPoolEntry
 
+from shared.db import driver_transaction
 from shared.events import EventBase
 from shared.logging import get_logger
 from shared.messaging.connection import Broker
+from shared.messaging.packing import PACKED_HEADER, pack, runs
 
 log = get_logger(__name__)
 
@@ -113,6 +116,17 @@ def _headers(raw: object) -> dict[str, Any] | None:
     return raw
 
 
+def _pack_key(row: asyncpg.Record) -> tuple[str, str, bool] | None:
+    """Events (an id, no headers) with the same exchange, key and durability pack together."""
+    if row["message_id"] is None or row.get("headers") is not None:
+        return None
+    return (row["exchange"], row["routing_key"], row["persistent"])
+
+
+def _size(row: asyncpg.Record) -> int:
+    return len(row["body"])
+
+
 class OutboxRelay:
     def __init__(
         self,
@@ -123,7 +137,10 @@ class OutboxRelay:
         dsn: str,
         poll_interval_s: float = 1.0,
         batch_size: int = 500,
+        writers_wake: bool = False,
     ) -> None:
+        """``writers_wake``: every writer in this process calls ``wake`` after its commit, so a
+        NOTIFY from this process's own connections is ignored (it would only claim nothing)."""
         self.engine = engine
         self.table = table
         self.broker = broker  # its publisher exists only once started: looked up per batch
@@ -136,15 +153,29 @@ class OutboxRelay:
         # Only rows addressed to this topology's exchanges: a row another deployment (another
         # prefix) left behind stays put instead of closing the channel with a 404.
         self.exchanges = [broker.topology.events_exchange, broker.topology.delivery_exchange]
-        self._claim = text(
-            f"""
+        self._claim = f"""
             DELETE FROM {self.schema}.outbox WHERE id IN (
-                SELECT id FROM {self.schema}.outbox WHERE exchange = ANY(:exchanges) ORDER BY id
-                FOR UPDATE SKIP LOCKED LIMIT :limit
+                SELECT id FROM {self.schema}.outbox WHERE exchange = ANY($1::text[]) ORDER BY id
+                FOR UPDATE SKIP LOCKED LIMIT $2
             ) RETURNING *
-            """  # noqa: S608 - schema is a code constant, never input
-        )
+        """  # noqa: S608 - schema is a code constant, never input
         self.published = 0
+        self._own_backends: set[int] = set()
+        if writers_wake:
+            # On checkout, not connect: connections opened before the relay existed count too.
+            sa_event.listen(engine.sync_engine, "checkout", self._on_pool_checkout)
+            sa_event.listen(engine.sync_engine, "close", self._on_pool_close)
+
+    def _on_pool_checkout(self, _dbapi: object, record: ConnectionPoolEntry, _proxy: object) -> None:
+        self._own_backends.add(record.driver_connection.get_server_pid())  # type: ignore[union-attr]
+
+    def _on_pool_close(self, _dbapi: object, record: ConnectionPoolEntry) -> None:
+        with contextlib.suppress(Exception):
+            self._own_backends.discard(record.driver_connection.get_server_pid())  # type: ignore[union-attr]
+
+    def _notified(self, _conn: object, pid: int, _channel: str, _payload: object) -> None:
+        if pid not in self._own_backends:
+            self._wakeup.set()
 
     def wake(self) -> None:
         """Call right after a commit that wrote outbox rows."""
@@ -155,7 +186,9 @@ class OutboxRelay:
         try:
             while True:
                 try:
-                    while await self.drain_once():
+                    # A short batch means the outbox was empty at the claim; anything committed since
+                    # has set the wakeup (in process or by NOTIFY), so no extra empty claim is needed.
+                    while await self.drain_once() >= self.batch_size:
                         pass
                 except asyncio.CancelledError:
                     raise
@@ -176,36 +209,39 @@ class OutboxRelay:
 
     async def drain_once(self) -> int:
         """Claim, publish and delete one batch; returns how many rows left the outbox."""
-        async with self.engine.connect() as conn, conn.begin():
-            claimed = (
-                await conn.execute(self._claim, {"limit": self.batch_size, "exchanges": self.exchanges})
-            ).all()
+        async with driver_transaction(self.engine) as pg:
+            claimed = await pg.fetch(self._claim, self.exchanges, self.batch_size)
             if not claimed:
                 return 0
-            rows = sorted(claimed, key=lambda r: r.id)
-            publisher = self.broker.publisher
+            rows = sorted(claimed, key=lambda r: r["id"])
             # Confirms in flight together; frames still reach the broker in id order.
-            await asyncio.gather(
-                *(
-                    publisher.publish(
-                        row.exchange,
-                        row.routing_key,
-                        bytes(row.body),
-                        message_id=row.message_id,
-                        persistent=row.persistent,
-                        headers=_headers(row._mapping.get("headers")),
-                    )
-                    for row in rows
-                )
-            )
+            await asyncio.gather(*(self._publish(run) for run in runs(rows, _pack_key, _size)))
         self.published += len(rows)
         return len(rows)
+
+    async def _publish(self, run: list[asyncpg.Record]) -> None:
+        """One row as it is, or a run of events as one pack (``shared.messaging.packing``)."""
+        first = run[0]
+        if len(run) == 1:
+            body, message_id = bytes(first["body"]), first["message_id"]
+            headers = _headers(first.get("headers"))
+        else:
+            body, message_id = pack([bytes(r["body"]) for r in run]), None
+            headers = {PACKED_HEADER: len(run)}
+        await self.broker.publisher.publish(
+            first["exchange"],
+            first["routing_key"],
+            body,
+            message_id=message_id,
+            persistent=first["persistent"],
+            headers=headers,
+        )
 
     async def _listen_forever(self) -> None:
         while True:
             try:
                 self._listener = await asyncpg.connect(self.dsn)
-                await self._listener.add_listener(notify_channel(self.schema), lambda *_: self._wakeup.set())
+                await self._listener.add_listener(notify_channel(self.schema), self._notified)
                 self._wakeup.set()  # catch up on anything missed while not listening
                 while not self._listener.is_closed():
                     await asyncio.sleep(self.poll_interval_s)

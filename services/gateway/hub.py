@@ -26,7 +26,14 @@ from services.gateway.adapters.store_client import SendBatcher, StoreClient
 from services.gateway.connection import CLOSE_TOKEN_EXPIRED, Connection, Item
 from services.gateway.domain.presence import is_idle
 from services.gateway.settings import GatewaySettings
-from shared.commands import DELIVERY_CONVERSATION_HEADER, DELIVERY_SEQ_HEADER, encode_frame, user_key
+from shared.commands import (
+    DELIVERY_BUNDLE_HEADER,
+    DELIVERY_CONVERSATION_HEADER,
+    DELIVERY_SEQ_HEADER,
+    decode_bundle,
+    encode_frame,
+    user_key,
+)
 from shared.logging import get_logger
 from shared.messaging.connection import Broker
 from shared.security import TokenVerifier
@@ -136,6 +143,16 @@ class Hub:
     def deliver(self, message: AbstractIncomingMessage) -> None:
         """Fan one delivery out to local connections; decoded once, never re-encoded."""
         headers = message.headers or {}
+        DELIVERIES.inc()
+        if headers.get(DELIVERY_BUNDLE_HEADER):
+            try:
+                bundle = decode_bundle(message.body)
+            except (ValueError, TypeError) as exc:
+                log.warning("delivery_bundle_malformed", error=type(exc).__name__)
+                return
+            for delivery in bundle:
+                self._fan_out(delivery.to, Item(delivery.frame, delivery.conversation, delivery.seq))
+            return
         conv = headers.get(DELIVERY_CONVERSATION_HEADER)
         seq = headers.get(DELIVERY_SEQ_HEADER)
         item = Item(
@@ -143,9 +160,11 @@ class Hub:
             conv.decode() if isinstance(conv, bytes) else conv if isinstance(conv, str) else None,
             seq if isinstance(seq, int) else None,
         )
+        self._fan_out(recipients(message), item)
+
+    def _fan_out(self, to: list[str], item: Item) -> None:
         self.delivered += 1
-        DELIVERIES.inc()
-        for user in recipients(message):
+        for user in to:
             for conn in self.users.get(user, ()):
                 conn.push(item)
 

@@ -64,6 +64,7 @@ def build_store(common: CommonSettings, settings: StoreSettings) -> Store:
         broker,
         dsn=asyncpg_dsn(common.database_url),
         poll_interval_s=common.outbox_poll_interval_s,
+        writers_wake=True,  # the service and the consumer wake it after every commit
     )
     service = StoreService(engine, settings, topology, on_commit=relay.wake)
     consumer = StoreConsumer(

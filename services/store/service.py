@@ -8,11 +8,13 @@ and return its typed result; a ``DomainError`` carries the client-facing code.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 from prometheus_client import Histogram
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
@@ -75,6 +77,7 @@ from shared.commands import (
     encode_frame,
     message_frame,
 )
+from shared.db import driver_transaction
 from shared.events import (
     ConversationCreated,
     ConversationPayload,
@@ -192,16 +195,18 @@ class StoreService:
         return SendManyResult(outcomes=outcomes)
 
     async def _flush_sends(self, items: list[SendItem]) -> list[SendResult | BaseException]:
+        # First without looking for earlier copies: retried sends are rare, and the unique index
+        # refuses a copy, which sends the batch down the careful path.
+        with contextlib.suppress(asyncpg.UniqueViolationError):
+            return await self._write_sends(items, lookup=False)
         try:
-            outcomes = await self._write_sends(items)
-        except IntegrityError:
+            return await self._write_sends(items, lookup=True)
+        except asyncpg.UniqueViolationError:
             if len(items) == 1:
                 # A concurrent replica committed the same (sender, client_id): now it is found.
-                outcomes = await self._write_sends(items)
-            else:
-                # One bad request must not fail its neighbours: retry each on its own.
-                outcomes = [await self._write_one(item) for item in items]
-        return outcomes
+                return await self._write_sends(items, lookup=True)
+            # One bad request must not fail its neighbours: retry each on its own.
+            return [await self._write_one(item) for item in items]
 
     async def _write_one(self, item: SendItem) -> SendResult | BaseException:
         try:
@@ -209,11 +214,11 @@ class StoreService:
         except Exception as exc:
             return exc
 
-    async def _write_sends(self, items: list[SendItem]) -> list[SendResult | BaseException]:
+    async def _write_sends(self, items: list[SendItem], *, lookup: bool) -> list[SendResult | BaseException]:
         COMMIT_BATCH.observe(len(items))
         now = utcnow()
-        async with self.engine.begin() as conn:
-            outcomes = await self.sender.write(conn, items, now)
+        async with driver_transaction(self.engine) as pg:
+            outcomes = await self.sender.write(pg, items, now, lookup=lookup)
         self.on_commit()
         return outcomes
 

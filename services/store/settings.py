@@ -25,7 +25,9 @@ class StoreSettings(BaseSettings):
     # Assign every new consultation to this administrator instead of the least-loaded one.
     fixed_admin_id: uuid.UUID | None = None
     max_batch: int = 256  # sends per group-commit transaction
-    max_flushes_in_flight: int = 4  # concurrent group-commit transactions per replica
+    # Concurrent group-commit transactions per replica; one gathers the most sends per commit
+    # (see rpc_sends_in_flight in the gateway), a lone send never waits.
+    max_flushes_in_flight: int = 1
     rpc_prefetch: int = 128  # concurrent RPC requests per replica (what a group commit can gather)
     db_pool_size: int = 10
     presence_fanout_cap: int = 2000  # counterparts told about one presence change

@@ -18,9 +18,10 @@ from typing import Any
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
 from pydantic import ValidationError
 
-from shared.events import EventBase, parse_event
+from shared.events import EventBase, parse_event, parse_event_pack
 from shared.logging import get_logger
 from shared.messaging.connection import Broker
+from shared.messaging.packing import is_packed
 from shared.messaging.publisher import Publisher
 from shared.messaging.topology import (
     DEAD_LETTER_REASON_HEADER,
@@ -67,26 +68,40 @@ class Consumer(ABC):
             await self._channel.close()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        events = await self._decode(message)
+        if events is not None:
+            await self._process(message, events)
+
+    async def _decode(self, message: AbstractIncomingMessage) -> list[EventBase] | None:
+        """The message's events (one, or a pack); ``None`` once a malformed one is dead-lettered."""
         try:
-            event = parse_event(message.body)
+            if is_packed(message.headers):
+                return parse_event_pack(message.body)
+            return [parse_event(message.body)]
         except (ValidationError, ValueError) as exc:
             await self._dead_letter(message, f"malformed: {_short(exc)}")
-            return
-        await self._process(message, event)
+            return None
 
-    async def _process(self, message: AbstractIncomingMessage, event: EventBase) -> None:
-        """Handle one event; ack after it returned, else retry with backoff or dead-letter."""
-        try:
+    async def apply(self, events: Sequence[EventBase]) -> None:
+        """Apply one message's events; a pack is retried as a whole, so effects must be idempotent."""
+        for event in events:
             await self.handle(event)
+
+    async def _process(self, message: AbstractIncomingMessage, events: Sequence[EventBase]) -> None:
+        """Handle one message's events; ack after they returned, else retry with backoff or dead-letter."""
+        try:
+            await self.apply(events)
         except asyncio.CancelledError:
-            await message.nack(requeue=True)
+            with contextlib.suppress(Exception):  # shutting down: the channel may be gone already
+                await message.nack(requeue=True)
             raise
         except Exception as exc:
             attempts = delivery_count(message) + 1
             log.warning(
                 "handler_failed",
-                event_type=event.type,  # type: ignore[attr-defined]
-                event_id=str(event.id),
+                event_type=events[0].type,  # type: ignore[attr-defined]
+                event_id=str(events[0].id),
+                events=len(events),
                 attempt=attempts,
                 error=_short(exc),
             )
@@ -129,8 +144,8 @@ class BatchConsumer(Consumer):
 
     At most one batch is in flight per consumer; deliveries that arrive meanwhile wait and form the
     next batch (group commit), so a quiet queue still handles each event at once. Acks still
-    follow the commit. When a batch fails, its events are retried one by one through ``handle``
-    (= ``handle_batch([event])``), so only the failing event is retried, backed off and finally
+    follow the commit. When a batch fails, its messages are retried one by one (a pack of events
+    is one message), so only the failing message is retried, backed off and finally
     dead-lettered, and the others are acked.
     """
 
@@ -141,7 +156,7 @@ class BatchConsumer(Consumer):
 
     def __init__(self, broker: Broker, *, bindings: tuple[str, ...] | None = None) -> None:
         super().__init__(broker, bindings=bindings)
-        self._pending: list[tuple[AbstractIncomingMessage, EventBase]] = []
+        self._pending: list[tuple[AbstractIncomingMessage, list[EventBase]]] = []
         self._flushing = False
 
     @abstractmethod
@@ -151,13 +166,14 @@ class BatchConsumer(Consumer):
     async def handle(self, event: EventBase) -> None:
         await self.handle_batch([event])
 
+    async def apply(self, events: Sequence[EventBase]) -> None:
+        await self.handle_batch(events)
+
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        try:
-            event = parse_event(message.body)
-        except (ValidationError, ValueError) as exc:
-            await self._dead_letter(message, f"malformed: {_short(exc)}")
+        events = await self._decode(message)
+        if events is None:
             return
-        self._pending.append((message, event))
+        self._pending.append((message, events))
         if self._flushing:
             return  # the task flushing now takes it with the next batch
         self._flushing = True
@@ -167,18 +183,28 @@ class BatchConsumer(Consumer):
                 # (a backlog) go next without waiting.
                 await asyncio.sleep(self.linger_s)
             while self._pending:
-                batch = self._pending[: self.max_batch]
-                del self._pending[: self.max_batch]
-                await self._flush(batch)
+                await self._flush(self._next_batch())
         finally:
             self._flushing = False
 
-    async def _flush(self, batch: list[tuple[AbstractIncomingMessage, EventBase]]) -> None:
+    def _next_batch(self) -> list[tuple[AbstractIncomingMessage, list[EventBase]]]:
+        """Whole messages, in order, up to ``max_batch`` events (always at least one message)."""
+        taken, count = 0, 0
+        for _, events in self._pending:
+            if taken and count + len(events) > self.max_batch:
+                break
+            taken += 1
+            count += len(events)
+        batch = self._pending[:taken]
+        del self._pending[:taken]
+        return batch
+
+    async def _flush(self, batch: list[tuple[AbstractIncomingMessage, list[EventBase]]]) -> None:
         if len(batch) == 1:
             await self._process(*batch[0])
             return
         try:
-            await self.handle_batch([event for _, event in batch])
+            await self.handle_batch([event for _, events in batch for event in events])
         except asyncio.CancelledError:
             for message, _ in batch:
                 with contextlib.suppress(Exception):
@@ -186,7 +212,7 @@ class BatchConsumer(Consumer):
             raise
         except Exception as exc:
             log.warning("batch_failed", size=len(batch), error=_short(exc))
-            await asyncio.gather(*(self._process(message, event) for message, event in batch))
+            await asyncio.gather(*(self._process(message, events) for message, events in batch))
             return
         for message, _ in batch:
             try:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractExchange, DeliveryMode
+from aio_pika.abc import AbstractChannel
 from aiormq.abc import DeliveredMessage
+from aiormq.exceptions import ChannelInvalidStateError
+from pamqp.commands import Basic
 
 from shared.events import EventBase
 from shared.messaging.topology import Topology
@@ -20,16 +21,6 @@ class Publisher:
     def __init__(self, channel: AbstractChannel, topology: Topology) -> None:
         self.channel = channel
         self.topology = topology
-        self._exchanges: dict[str, AbstractExchange] = {}
-
-    async def _exchange(self, name: str) -> AbstractExchange:
-        if name == "":
-            return self.channel.default_exchange
-        exchange = self._exchanges.get(name)
-        if exchange is None:
-            exchange = await self.channel.get_exchange(name, ensure=False)
-            self._exchanges[name] = exchange
-        return exchange
 
     async def publish(
         self,
@@ -45,19 +36,28 @@ class Publisher:
         reply_to: str | None = None,
         expiration: float | None = None,
     ) -> None:
-        """Publish and wait for the broker's confirm; raise if it nacks or returns it."""
-        message = aio_pika.Message(
-            body,
-            headers=dict(headers or {}),
+        """Publish and wait for the broker's confirm; raise if it nacks or returns it.
+
+        Straight to aiormq with prebuilt properties: aio-pika's ``Message`` and ``Exchange``
+        wrappers cost about a third of a publish, and the hot paths publish per batch.
+        """
+        if self.channel.is_closed:  # the broker connection is down or recovering: fail fast
+            raise ChannelInvalidStateError(f"{self.channel!r} closed")
+        channel = await self.channel.get_underlay_channel()
+        if channel.is_closed:
+            raise ChannelInvalidStateError(f"{channel!r} closed")
+        properties = Basic.Properties(
             content_type="application/json",
-            delivery_mode=DeliveryMode.PERSISTENT if persistent else DeliveryMode.NOT_PERSISTENT,
+            delivery_mode=2 if persistent else 1,
+            headers=headers or None,
             message_id=message_id,
             correlation_id=correlation_id,
             reply_to=reply_to,
-            expiration=expiration,
+            expiration=None if expiration is None else str(int(expiration * 1000)),
         )
-        target = await self._exchange(exchange)
-        result = await target.publish(message, routing_key=routing_key, mandatory=mandatory)
+        result = await channel.basic_publish(
+            body, exchange=exchange, routing_key=routing_key, properties=properties, mandatory=mandatory
+        )
         if isinstance(result, DeliveredMessage):
             raise UnroutableError(f"unroutable: {exchange}/{routing_key}")
 

@@ -12,6 +12,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from shared.events import EventBase, MessageRead, MessageReadPayload
 from shared.messaging.connection import Broker
 from shared.messaging.consumer import BatchConsumer, Consumer
+from shared.messaging.packing import PACKED_HEADER, pack
 from shared.messaging.topology import DEAD_LETTER_REASON_HEADER
 
 pytestmark = pytest.mark.timeout(60)
@@ -175,4 +176,48 @@ async def test_a_lingering_batch_consumer_groups_a_trickle_of_events_into_fewer_
         await asyncio.sleep(0.01)
     assert consumer.committed == list(range(1, 11))
     assert len(consumer.calls) < 10
+    await consumer.stop()
+
+
+async def publish_pack(broker: Broker, events: list[MessageRead]) -> None:
+    await broker.publisher.publish(
+        broker.topology.events_exchange,
+        "message.read",
+        pack([event.to_json() for event in events]),
+        headers={PACKED_HEADER: len(events)},
+    )
+
+
+async def test_a_packed_message_is_handled_as_its_events_in_order_and_acked_once(broker: Broker) -> None:
+    consumer = RecordingBatchConsumer(broker, poison_seq=-1)
+    consumer.delay_s = 0
+    await consumer.start()
+    await publish_pack(broker, [read(seq) for seq in range(1, 6)])
+    await broker.publisher.publish_event(read(6))
+    for _ in range(500):
+        if len(consumer.committed) >= 6:
+            break
+        await asyncio.sleep(0.01)
+    assert consumer.committed == [1, 2, 3, 4, 5, 6]
+    await consumer.stop()
+
+    again = RecordingBatchConsumer(broker, poison_seq=-1)  # nothing left unacked to redeliver
+    await again.start()
+    await asyncio.sleep(0.3)
+    assert again.committed == []
+    await again.stop()
+
+
+async def test_a_pack_holding_a_malformed_event_is_dead_lettered_whole_at_once(broker: Broker) -> None:
+    consumer = RecordingBatchConsumer(broker, poison_seq=-1)
+    await consumer.start()
+    dead = await dead_letters(broker)
+    body = pack([read(1).to_json(), b'{"type": "message.read", "version": 1}'])
+    await broker.publisher.publish(
+        broker.topology.events_exchange, "message.read", body, headers={PACKED_HEADER: 2}
+    )
+    message = await asyncio.wait_for(dead.get(), 10)
+    assert message.body == body
+    assert (message.headers or {})[DEAD_LETTER_REASON_HEADER].startswith("malformed:")
+    assert consumer.calls == []
     await consumer.stop()

@@ -12,9 +12,10 @@ from aio_pika.abc import AbstractIncomingMessage
 from sqlalchemy import Table, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.db import asyncpg_dsn
-from shared.events import MessageRead, MessageReadPayload
+from shared.db import asyncpg_dsn, make_engine
+from shared.events import MessageRead, MessageReadPayload, parse_event_pack
 from shared.messaging.connection import Broker
+from shared.messaging.packing import MAX_PACK_EVENTS, is_packed
 from shared.outbox import OutboxRelay, add_to_outbox, event_row
 
 pytestmark = pytest.mark.timeout(60)
@@ -27,13 +28,20 @@ def read_event(seq: int) -> MessageRead:
 
 
 class Collector:
+    """Event ids in arrival order, unpacking runs the relay packed into one message."""
+
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
         self.ids: list[str] = []
+        self.messages = 0
 
     async def __call__(self, message: AbstractIncomingMessage) -> None:
+        self.messages += 1
         self.bodies.append(message.body)
-        self.ids.append(message.message_id or "")
+        if is_packed(message.headers):
+            self.ids.extend(str(event.id) for event in parse_event_pack(message.body))
+        else:
+            self.ids.append(message.message_id or "")
         await message.ack()
 
     async def wait_for(self, count: int, timeout: float = 15.0) -> None:
@@ -86,6 +94,20 @@ async def outbox_count(engine: AsyncEngine, outbox: Table) -> int:
         return int((await conn.execute(select(func.count()).select_from(outbox))).scalar_one())
 
 
+async def outbox_settles_at(engine: AsyncEngine, outbox: Table, expected: int, timeout: float = 10.0) -> int:
+    """The rows' count once it reaches `expected`, or the last count seen when it never does.
+
+    The relay deletes a batch only after the broker confirms it, so a consumer can hold every
+    event while the delete is still in flight: the count is awaited, never read once.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (count := await outbox_count(engine, outbox)) != expected:
+        if asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.02)
+    return count
+
+
 async def test_committed_row_is_published_after_commit_and_removed(
     engine: AsyncEngine, outbox: Table, broker: Broker, collected: Collector, database_url: str
 ) -> None:
@@ -98,8 +120,8 @@ async def test_committed_row_is_published_after_commit_and_removed(
             assert collected.ids == []  # nothing leaves before the commit
         # No wake() call and a 30 s poll: only the NOTIFY from the commit can wake the relay.
         await collected.wait_for(1, timeout=10)
+        assert await outbox_settles_at(engine, outbox, 0) == 0  # while the relay runs: it deletes after confirms
     assert collected.ids == [str(event.id)]
-    assert await outbox_count(engine, outbox) == 0
 
 
 async def test_rolled_back_transaction_publishes_nothing(
@@ -134,11 +156,11 @@ async def test_two_relays_publish_each_row_exactly_once(
                     [event_row(e, broker.topology.events_exchange) for e in events[start : start + 50]],
                 )
         await collected.wait_for(len(events), timeout=30)
+        assert await outbox_settles_at(engine, outbox, 0) == 0
         await asyncio.sleep(0.3)
     assert sorted(collected.ids) == sorted(str(e.id) for e in events)
     assert len(collected.ids) == len(set(collected.ids))
     assert all(r.published > 0 for r in relays), [r.published for r in relays]
-    assert await outbox_count(engine, outbox) == 0
 
 
 async def test_rows_for_another_deployments_exchange_stay_put_and_block_nothing(
@@ -152,6 +174,50 @@ async def test_rows_for_another_deployments_exchange_stay_put_and_block_nothing(
     async with running(relay):
         relay.wake()
         await collected.wait_for(1)
+        assert await outbox_settles_at(engine, outbox, 1) == 1  # the foreign row is left for its own relay
         await asyncio.sleep(0.3)
     assert collected.ids == [str(ours.id)]
-    assert await outbox_count(engine, outbox) == 1  # the foreign row is left for its own relay
+    assert await outbox_count(engine, outbox) == 1
+
+
+async def test_a_committed_run_of_one_event_type_travels_packed_and_every_event_keeps_its_id_and_order(
+    engine: AsyncEngine, outbox: Table, broker: Broker, collected: Collector, database_url: str
+) -> None:
+    events = [read_event(i) for i in range(MAX_PACK_EVENTS + 20)]
+    relay = make_relay(engine, outbox, broker, database_url)
+    async with running(relay):
+        async with engine.begin() as conn:
+            await add_to_outbox(conn, outbox, [event_row(e, broker.topology.events_exchange) for e in events])
+        relay.wake()
+        await collected.wait_for(len(events))
+        assert await outbox_settles_at(engine, outbox, 0) == 0
+    assert collected.ids == [str(e.id) for e in events]
+    assert collected.messages == 2  # one full pack and the rest
+
+
+async def test_a_relay_whose_writers_wake_it_ignores_its_own_notifies_but_not_another_process(
+    engine: AsyncEngine, outbox: Table, broker: Broker, collected: Collector, database_url: str
+) -> None:
+    relay = OutboxRelay(
+        engine, outbox, broker, dsn=asyncpg_dsn(database_url), poll_interval_s=30.0, writers_wake=True
+    )
+    other = make_engine(database_url, pool_size=1)  # another process's connections
+    own, foreign, woken = read_event(1), read_event(2), read_event(3)
+    exchange = broker.topology.events_exchange
+    try:
+        async with running(relay):
+            await asyncio.sleep(0.3)  # listening
+            async with engine.begin() as conn:
+                await add_to_outbox(conn, outbox, [event_row(own, exchange)])
+            await asyncio.sleep(0.5)
+            assert collected.ids == []  # our own commit's NOTIFY claims nothing: our writer wakes us
+            async with other.begin() as conn:
+                await add_to_outbox(conn, outbox, [event_row(foreign, exchange)])
+            await collected.wait_for(2, timeout=10)  # another process's NOTIFY does (and takes both)
+            async with engine.begin() as conn:
+                await add_to_outbox(conn, outbox, [event_row(woken, exchange)])
+            relay.wake()
+            await collected.wait_for(3, timeout=10)
+    finally:
+        await other.dispose()
+    assert collected.ids == [str(own.id), str(foreign.id), str(woken.id)]

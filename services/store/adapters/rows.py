@@ -8,20 +8,25 @@ sender-selected distribution). Its body is the WebSocket frame, encoded once.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+import orjson
 from sqlalchemy import Row, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.store.adapters.tables import outbox
 from services.store.domain.rules import ConversationState
 from shared.commands import (
+    BUNDLE_MAX_KEYS,
+    DELIVERY_BUNDLE_HEADER,
     DELIVERY_CONVERSATION_HEADER,
     DELIVERY_SEQ_HEADER,
     DELIVERY_TO_HEADER,
     ConversationView,
+    Delivery,
     MessageView,
+    encode_bundle,
     encode_frame,
     user_key,
 )
@@ -75,6 +80,50 @@ class Rows:
         }
 
 
+def outbox_columns(rows: list[OutboxValues]) -> tuple[list[Any], ...]:
+    """The rows as parallel arrays, for an ``INSERT … SELECT * FROM unnest(…)`` into the outbox."""
+    return (
+        [r["exchange"] for r in rows],
+        [r["routing_key"] for r in rows],
+        [r["body"] for r in rows],
+        [r["message_id"] for r in rows],
+        [r["persistent"] for r in rows],
+        [None if r["headers"] is None else orjson.dumps(r["headers"]).decode() for r in rows],
+    )
+
+
+def bundles(self_exchange: str, deliveries: list[Delivery]) -> list[OutboxValues]:
+    """Deliveries as few publishes as routing allows (see ``shared.commands.DELIVERY_BUNDLE_HEADER``)."""
+    rows: list[OutboxValues] = []
+    chunk: list[Delivery] = []
+    keys: dict[str, None] = {}
+    for delivery in deliveries:
+        new = [user_key(u) for u in delivery.to if user_key(u) not in keys]
+        if chunk and len(keys) + len(new) > BUNDLE_MAX_KEYS:
+            rows.append(_bundle_row(self_exchange, chunk, list(keys)))
+            chunk, keys = [], {}
+            new = [user_key(u) for u in dict.fromkeys(delivery.to)]
+        chunk.append(delivery)
+        keys.update(dict.fromkeys(new))
+    if chunk:
+        rows.append(_bundle_row(self_exchange, chunk, list(keys)))
+    return rows
+
+
+def _bundle_row(exchange: str, chunk: list[Delivery], keys: list[str]) -> OutboxValues:
+    headers: dict[str, Any] = {DELIVERY_BUNDLE_HEADER: 1}
+    if len(keys) > 1:
+        headers["CC"] = keys[1:]
+    return {
+        "exchange": exchange,
+        "routing_key": keys[0],
+        "body": encode_bundle(chunk),
+        "message_id": None,
+        "persistent": False,
+        "headers": headers,
+    }
+
+
 async def write_outbox(conn: AsyncConnection, rows: list[OutboxValues]) -> None:
     """Insert the rows (one prepared statement, pipelined), inside the caller's transaction."""
     if rows:
@@ -82,16 +131,21 @@ async def write_outbox(conn: AsyncConnection, rows: list[OutboxValues]) -> None:
 
 
 def message_view(row: Row[Any]) -> MessageView:
+    return message_view_of_record(row._mapping)
+
+
+def message_view_of_record(row: Mapping[Any, Any]) -> MessageView:
+    """A message from a row by column name (SQLAlchemy mapping or asyncpg record)."""
     return MessageView(
-        message_id=row.id,
-        conversation_id=row.conversation_id,
-        seq=row.seq,
-        sender_id=row.sender_id,
-        client_id=row.client_id,
-        body=row.body,
-        created_at=row.created_at,
-        edited_at=row.edited_at,
-        deleted_at=row.deleted_at,
+        message_id=row["id"],
+        conversation_id=row["conversation_id"],
+        seq=row["seq"],
+        sender_id=row["sender_id"],
+        client_id=row["client_id"],
+        body=row["body"],
+        created_at=row["created_at"],
+        edited_at=row["edited_at"],
+        deleted_at=row["deleted_at"],
     )
 
 
@@ -105,19 +159,23 @@ def conversation_frame(payload: ConversationPayload) -> bytes:
 
 
 def state_of(row: Row[Any]) -> ConversationState:
+    return state_of_record(row._mapping)
+
+
+def state_of_record(row: Mapping[Any, Any]) -> ConversationState:
     return ConversationState(
-        id=row.id,
-        user_id=row.user_id,
-        admin_id=row.admin_id,
-        status=row.status,
-        subject=row.subject,
-        last_seq=row.last_seq,
-        flood_window_start=row.flood_window_start,
-        flood_count=row.flood_count,
-        user_read_seq=row.user_read_seq,
-        admin_read_seq=row.admin_read_seq,
-        user_unread=row.user_unread,
-        admin_unread=row.admin_unread,
+        id=row["id"],
+        user_id=row["user_id"],
+        admin_id=row["admin_id"],
+        status=row["status"],
+        subject=row["subject"],
+        last_seq=row["last_seq"],
+        flood_window_start=row["flood_window_start"],
+        flood_count=row["flood_count"],
+        user_read_seq=row["user_read_seq"],
+        admin_read_seq=row["admin_read_seq"],
+        user_unread=row["user_unread"],
+        admin_unread=row["admin_unread"],
     )
 
 

@@ -11,10 +11,12 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from services.store.domain.rules import DomainError
 from services.store.service import StoreService
 from shared.commands import METHODS, Actor, Model
+from shared.db import CONNECTION_ERRORS
 from shared.messaging.rpc import Handler, RpcError
 
 # Methods a gateway calls for many users at once: each item names its own actor.
 BATCH_METHODS = frozenset({"message.send_many"})
+DATABASE_DOWN: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, *CONNECTION_ERRORS)
 
 
 def _wrap(name: str, use_case: Callable[[Any, Any], Awaitable[BaseModel]]) -> Handler:
@@ -36,7 +38,7 @@ def _wrap(name: str, use_case: Callable[[Any, Any], Awaitable[BaseModel]]) -> Ha
             result = await use_case(actor, request)
         except DomainError as exc:
             raise RpcError(exc.code, exc.message, status=exc.status, **exc.extra) from None
-        except (OperationalError, InterfaceError) as exc:
+        except DATABASE_DOWN as exc:
             raise RpcError("unavailable", "database unavailable, retry", status=503) from exc
         except DBAPIError as exc:
             if _is_connection_problem(exc):
