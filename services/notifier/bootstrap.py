@@ -67,9 +67,11 @@ class NotifierRuntime:
         failpoints = Failpoints(s.failpoint)
         policy = policy_from(s)
         digest = DigestSettings(s.frontend_url, s.unsubscribe_link, s.digest_max_items)
+        self.smtp = SmtpEmailSender(s) if self.email is None else None  # ours to close
+        email: EmailSender = self.email or self.smtp or SmtpEmailSender(s)
         self.dispatcher = Dispatcher(
             sessions=self.sessions,
-            email=self.email or SmtpEmailSender(s),
+            email=email,
             sms=self.sms or build_sms_sender(s, self.inbox),
             clock=self.clock,
             failpoints=failpoints,
@@ -83,6 +85,7 @@ class NotifierRuntime:
             poll_s=s.scheduler_poll_s,
             policy=policy,
             digest=digest,
+            autocommit=make_sessionmaker(self.engine.execution_options(isolation_level="AUTOCOMMIT")),
         )
         self.scheduler = Scheduler(
             sessions=self.sessions,
@@ -135,6 +138,7 @@ class NotifierRuntime:
             ("consumer", self.consumer.stop),
             ("scheduler", self.scheduler.stop),
             ("dispatcher", self.dispatcher.stop),
+            ("smtp", self._close_smtp),
             ("broker", self.broker.close),
             ("database", self.engine.dispose),
         )
@@ -143,6 +147,10 @@ class NotifierRuntime:
                 await asyncio.wait_for(step(), STOP_STEP_TIMEOUT_S)
             except Exception as exc:  # includes TimeoutError
                 log.warning("stop_step_failed", step=name, error=type(exc).__name__)
+
+    async def _close_smtp(self) -> None:
+        if self.smtp is not None:
+            await self.smtp.close()
 
     async def database_ready(self) -> bool:
         return await database_ready(self.engine)

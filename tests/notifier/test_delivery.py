@@ -288,7 +288,7 @@ async def test_an_unreachable_smtp_server_is_retried_a_bounded_number_of_times_t
     assert [a["status"] for a in tries] == ["transient"] * 3
 
 
-async def test_a_database_error_before_the_send_leaves_the_digest_due_instead_of_failed(
+async def test_a_database_error_while_recording_an_attempt_leaves_the_digest_due_instead_of_failed(
     notifier: StartNotifier, publish: Publish, smtp: SmtpServer
 ) -> None:
     from sqlalchemy import text
@@ -309,15 +309,16 @@ async def test_a_database_error_before_the_send_leaves_the_digest_due_instead_of
 
     await wait_until(decided, what="the digest decision")
     await runtime.scheduler.stop()
-    # A real database failure on the dispatcher's first query (the read-position check).
+    # The server refuses for now, and a real database failure hits the recording of that attempt.
+    smtp.sink.fail_next = ["451 4.3.0 try later"]
     async with transaction(runtime.sessions) as session:
-        await session.execute(text("ALTER TABLE notifier.threads RENAME TO threads_away"))
+        await session.execute(text("ALTER TABLE notifier.attempts RENAME TO attempts_away"))
     try:
         with pytest.raises(ProgrammingError):
             await runtime.dispatcher.run_once()
     finally:
         async with transaction(runtime.sessions) as session:
-            await session.execute(text("ALTER TABLE notifier.threads_away RENAME TO threads"))
+            await session.execute(text("ALTER TABLE notifier.attempts_away RENAME TO attempts"))
     [row] = await notifications_of(runtime.sessions, rid)
     assert (row["status"], row["attempts"]) == ("sending", 0)  # not "failed": still due
 

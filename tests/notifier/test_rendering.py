@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import uuid
 from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
 
-from services.notifier.adapters.email import build_message
+import pytest
+
+from services.notifier.adapters.mime import BadHeader, render_email
 from services.notifier.domain.digest import (
     conversation_link,
     first_line,
@@ -90,22 +95,68 @@ def test_account_emails_carry_the_link_and_expiry() -> None:
     assert "https://c/reset?t=1" in out.text and "2026-06-15 12:00 UTC" in out.text
 
 
+def parsed(mail: OutgoingEmail, sender: str = "Chat <no-reply@chat.example>") -> EmailMessage:
+    """What a receiving mail system reads from the bytes we send (the standard library's parser)."""
+    raw = render_email(mail, sender)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert raw.isascii() and all(len(line) <= 998 for line in head.split(b"\r\n"))
+    assert all(len(line) <= 78 for line in body.split(b"\r\n"))
+    assert b"\n" not in raw.replace(b"\r\n", b"")  # CRLF only
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(message, EmailMessage) and not message.defects
+    return message
+
+
+def outgoing(**overrides: object) -> OutgoingEmail:
+    values: dict[str, object] = {
+        "to": "rita@example.test",
+        "subject": "2 new messages",
+        "text": "plain",
+        "html": "<p>html</p>",
+        "message_id": "<abc@chat.example>",
+        "date": AT,
+        "unsubscribe": "https://chat.example/settings",
+    }
+    values.update(overrides)
+    return OutgoingEmail(**values)  # type: ignore[arg-type]
+
+
 def test_the_email_has_fixed_message_id_date_unsubscribe_and_both_parts() -> None:
-    message = build_message(
-        OutgoingEmail(
-            to="rita@example.test",
-            subject="2 new messages",
-            text="plain",
-            html="<p>html</p>",
-            message_id="<abc@chat.example>",
-            date=AT,
-            unsubscribe="https://chat.example/settings",
-        ),
-        "Chat <no-reply@chat.example>",
-    )
+    message = parsed(outgoing())
     assert message["Message-ID"] == "<abc@chat.example>"
     assert message["Date"] == "Mon, 15 Jun 2026 12:00:00 +0000"
     assert message["List-Unsubscribe"] == "<https://chat.example/settings>"
+    assert message["From"] == "Chat <no-reply@chat.example>" and message["To"] == "rita@example.test"
+    assert message["Auto-Submitted"] == "auto-generated"
     assert message.get_content_type() == "multipart/alternative"
     assert message.get_body(preferencelist=("plain",)).get_content().strip() == "plain"  # type: ignore[union-attr]
-    assert message.get_body(preferencelist=("html",)) is not None
+    assert message.get_body(preferencelist=("html",)).get_content().strip() == "<p>html</p>"  # type: ignore[union-attr]
+
+
+def test_non_ascii_text_long_lines_and_leading_dots_arrive_unchanged() -> None:
+    text = "Grüße, Jürgen 👋\n.a line starting with a dot\n" + "x" * 300 + " \nend = 3D"
+    html = "<p>Ça va ? " + "é" * 200 + "</p>"
+    message = parsed(outgoing(subject="1 new message from Zoë Ünal " + "ß" * 60, text=text, html=html))
+    assert str(message["Subject"]) == "1 new message from Zoë Ünal " + "ß" * 60
+    plain = message.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+    assert plain.replace("\r\n", "\n") == text  # lines end in CRLF on the wire
+    assert message.get_body(preferencelist=("html",)).get_content() == html  # type: ignore[union-attr]
+
+
+def test_an_account_email_without_html_is_a_single_plain_part() -> None:
+    message = parsed(outgoing(html=None, unsubscribe=None, subject="Reset your password"))
+    assert message.get_content_type() == "text/plain" and message["List-Unsubscribe"] is None
+    assert message.get_content().strip() == "plain"
+
+
+def test_a_line_break_never_opens_a_header_of_its_own() -> None:
+    message = parsed(outgoing(subject="hello\r\nBcc: victim@example.test"))
+    assert message["Bcc"] is None and str(message["Subject"]) == "hello Bcc: victim@example.test"
+    with pytest.raises(BadHeader):
+        render_email(outgoing(to="rita@example.test\r\nBcc: victim@example.test"), "Chat <a@b.c>")
+
+
+def test_a_non_ascii_sender_name_is_an_encoded_word() -> None:
+    message = parsed(outgoing(), sender="Beratung München <no-reply@chat.example>")
+    assert message["From"].addresses[0].display_name == "Beratung München"
+    assert message["From"].addresses[0].addr_spec == "no-reply@chat.example"

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Column, and_, bindparam, case, delete, func, or_, select, tuple_, update
+from sqlalchemy import Column, case, delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,15 +22,15 @@ from services.notifier.adapters.tables import (
     threads,
     unread_messages,
 )
-from services.notifier.domain.model import Presence, Recipient, Thread, UnreadMessage
+from services.notifier.domain.model import Recipient, Thread, UnreadMessage
 from shared.events import MessagePayload, MessageUnreadPayload, PresencePayload, UserPayload
 
 # --- per-recipient serialisation ----------------------------------------------
 
-_LOCK_NAMESPACE = 0x6E6F7469  # "noti": keeps our advisory locks apart from other services'
+LOCK_NAMESPACE = 0x6E6F7469  # "noti": keeps our advisory locks apart from other services'
 
 
-def _lock_key(user_id: uuid.UUID) -> int:
+def lock_key(user_id: uuid.UUID) -> int:
     return int.from_bytes(user_id.bytes[:4], "big", signed=True)
 
 
@@ -40,15 +40,7 @@ async def lock_recipient(*, session: AsyncSession, user_id: uuid.UUID) -> None:
     Without it a decision made from a projection read just before a concurrent update commits
     (an unknown or active recipient) could be deferred for its whole retry time.
     """
-    await session.execute(select(func.pg_advisory_xact_lock(_LOCK_NAMESPACE, _lock_key(user_id))))
-
-
-async def try_lock_recipient(*, session: AsyncSession, user_id: uuid.UUID) -> bool:
-    """The scheduler's side: never wait (no deadlock with row locks); skip the user for now instead."""
-    result = await session.execute(
-        select(func.pg_try_advisory_xact_lock(_LOCK_NAMESPACE, _lock_key(user_id)))
-    )
-    return bool(result.scalar_one())
+    await session.execute(select(func.pg_advisory_xact_lock(LOCK_NAMESPACE, lock_key(user_id))))
 
 
 # --- projections -------------------------------------------------------------
@@ -195,6 +187,52 @@ async def record_unread(
     return True
 
 
+_OPEN_THREADS = text(
+    """
+    INSERT INTO notifier.threads (recipient_id, conversation_id)
+    SELECT * FROM unnest(CAST(:recipients AS uuid[]), CAST(:conversations AS uuid[]))
+    ON CONFLICT DO NOTHING
+    """
+)
+
+# Locked in key order, like every batch: two batches never wait on each other in a cycle.
+_LOCK_THREADS = text(
+    """
+    SELECT t.recipient_id, t.conversation_id, t.read_seq, t.due_at, t.opened_at, t.defer_reason
+    FROM notifier.threads t
+    JOIN unnest(CAST(:recipients AS uuid[]), CAST(:conversations AS uuid[])) AS k(r, c)
+      ON t.recipient_id = k.r AND t.conversation_id = k.c
+    ORDER BY t.recipient_id, t.conversation_id
+    FOR UPDATE OF t
+    """
+)
+
+_TOMBSTONED = text(
+    "SELECT message_id FROM notifier.message_tombstones WHERE message_id = ANY(CAST(:ids AS uuid[]))"
+)
+
+_INSERT_UNREAD = text(
+    """
+    INSERT INTO notifier.unread_messages
+        (recipient_id, conversation_id, seq, message_id, sender_id, sender_name, body, created_at)
+    SELECT * FROM unnest(CAST(:recipients AS uuid[]), CAST(:conversations AS uuid[]),
+                         CAST(:seqs AS bigint[]), CAST(:ids AS uuid[]), CAST(:senders AS uuid[]),
+                         CAST(:names AS text[]), CAST(:bodies AS text[]), CAST(:created AS timestamptz[]))
+    ON CONFLICT DO NOTHING
+    """
+)
+
+_SET_WINDOWS = text(
+    """
+    UPDATE notifier.threads t SET opened_at = v.opened_at, due_at = v.due_at, defer_reason = v.defer_reason
+    FROM unnest(CAST(:recipients AS uuid[]), CAST(:conversations AS uuid[]),
+                CAST(:opened AS timestamptz[]), CAST(:due AS timestamptz[]), CAST(:reasons AS text[]))
+         AS v(recipient_id, conversation_id, opened_at, due_at, defer_reason)
+    WHERE t.recipient_id = v.recipient_id AND t.conversation_id = v.conversation_id
+    """
+)
+
+
 async def record_unreads(
     *,
     session: AsyncSession,
@@ -203,36 +241,20 @@ async def record_unreads(
     grace: timedelta,
     max_window: timedelta,
 ) -> bool:
-    """``record_unread`` for a run of consecutive events in a fixed number of statements (the
-    consumer's batches): the same decisions, in the same order, on the locked threads' rows.
+    """``record_unread`` for a run of consecutive events in five fixed statements (the consumer's
+    batches): the same decisions, in the same order, on the locked threads' rows.
     True when any of them opened a pending window."""
     if not messages:
         return False
     keys = sorted({(m.recipient_id, m.conversation_id) for m in messages})
-    await session.execute(
-        insert(threads)
-        .values([{"recipient_id": r, "conversation_id": c} for r, c in keys])
-        .on_conflict_do_nothing()
-    )
-    # Locked in key order, like every batch: two batches never wait on each other in a cycle.
-    locked = await session.execute(
-        select(threads.c.recipient_id, threads.c.conversation_id, threads.c.read_seq)
-        .add_columns(threads.c.due_at, threads.c.opened_at, threads.c.defer_reason)
-        .where(tuple_(threads.c.recipient_id, threads.c.conversation_id).in_(keys))
-        .order_by(threads.c.recipient_id, threads.c.conversation_id)
-        .with_for_update()
-    )
-    state = {(row.recipient_id, row.conversation_id): dict(row._mapping) for row in locked}
+    pairs = {"recipients": [r for r, _ in keys], "conversations": [c for _, c in keys]}
+    await session.execute(_OPEN_THREADS, pairs)
+    locked = await session.execute(_LOCK_THREADS, pairs)
+    state = {(row["recipient_id"], row["conversation_id"]): dict(row) for row in locked.mappings()}
     tombstoned = set(
-        (
-            await session.execute(
-                select(message_tombstones.c.message_id).where(
-                    message_tombstones.c.message_id.in_({m.message_id for m in messages})
-                )
-            )
-        ).scalars()
+        (await session.execute(_TOMBSTONED, {"ids": list({m.message_id for m in messages})})).scalars()
     )
-    rows: list[dict[str, Any]] = []
+    fresh: list[MessageUnreadPayload] = []
     changed: set[tuple[uuid.UUID, uuid.UUID]] = set()
     opened_any = False
     for m in messages:
@@ -240,18 +262,7 @@ async def record_unreads(
         thread = state[key]
         if m.seq <= thread["read_seq"] or m.message_id in tombstoned:
             continue
-        rows.append(
-            {
-                "recipient_id": m.recipient_id,
-                "conversation_id": m.conversation_id,
-                "seq": m.seq,
-                "message_id": m.message_id,
-                "sender_id": m.sender_id,
-                "sender_name": m.sender_name,
-                "body": m.body[:2000],
-                "created_at": m.created_at,
-            }
-        )
+        fresh.append(m)
         if thread["due_at"] is None:
             thread.update(opened_at=now, due_at=now + grace, defer_reason=None)
             opened_any = True
@@ -259,27 +270,30 @@ async def record_unreads(
             opened = thread["opened_at"] or now
             thread["due_at"] = max(thread["due_at"], min(now + grace, opened + max_window))
         changed.add(key)
-    if rows:
-        await session.execute(insert(unread_messages).on_conflict_do_nothing(), rows)
+    if fresh:
         await session.execute(
-            update(threads)
-            .where(
-                threads.c.recipient_id == bindparam("b_recipient"),
-                threads.c.conversation_id == bindparam("b_conversation"),
-            )
-            .values(
-                opened_at=bindparam("b_opened"), due_at=bindparam("b_due"), defer_reason=bindparam("b_reason")
-            ),
-            [
-                {
-                    "b_recipient": r,
-                    "b_conversation": c,
-                    "b_opened": state[(r, c)]["opened_at"],
-                    "b_due": state[(r, c)]["due_at"],
-                    "b_reason": state[(r, c)]["defer_reason"],
-                }
-                for r, c in sorted(changed)
-            ],
+            _INSERT_UNREAD,
+            {
+                "recipients": [m.recipient_id for m in fresh],
+                "conversations": [m.conversation_id for m in fresh],
+                "seqs": [m.seq for m in fresh],
+                "ids": [m.message_id for m in fresh],
+                "senders": [m.sender_id for m in fresh],
+                "names": [m.sender_name for m in fresh],
+                "bodies": [m.body[:2000] for m in fresh],
+                "created": [m.created_at for m in fresh],
+            },
+        )
+        rows = [state[key] for key in sorted(changed)]
+        await session.execute(
+            _SET_WINDOWS,
+            {
+                "recipients": [r["recipient_id"] for r in rows],
+                "conversations": [r["conversation_id"] for r in rows],
+                "opened": [r["opened_at"] for r in rows],
+                "due": [r["due_at"] for r in rows],
+                "reasons": [r["defer_reason"] for r in rows],
+            },
         )
     return opened_any
 
@@ -372,8 +386,11 @@ async def load_recipient(*, session: AsyncSession, user_id: uuid.UUID) -> Recipi
     row = (
         (await session.execute(select(recipients).where(recipients.c.user_id == user_id))).mappings().first()
     )
-    if row is None:
-        return None
+    return None if row is None else recipient_from(row)
+
+
+def recipient_from(row: RowMapping) -> Recipient:
+    """A ``recipients`` row as the rules see it."""
     return Recipient(
         user_id=row["user_id"],
         display_name=row["display_name"] or row["username"],
@@ -386,11 +403,6 @@ async def load_recipient(*, session: AsyncSession, user_id: uuid.UUID) -> Recipi
         quiet_end=row["quiet_end"],
         timezone=row["timezone"],
     )
-
-
-async def load_presence(*, session: AsyncSession, user_id: uuid.UUID) -> Presence | None:
-    row = (await session.execute(select(presence).where(presence.c.user_id == user_id))).mappings().first()
-    return None if row is None else Presence(state=row["state"], last_seen=row["last_seen"])
 
 
 async def load_thread(*, session: AsyncSession, row: RowMapping) -> Thread:
@@ -419,6 +431,11 @@ async def load_thread(*, session: AsyncSession, row: RowMapping) -> Thread:
         )
         for m in result.mappings()
     )
+    return thread_from(row, unread)
+
+
+def thread_from(row: RowMapping, unread: tuple[UnreadMessage, ...]) -> Thread:
+    """A thread row and its unread messages as the rules see them."""
     return Thread(
         recipient_id=row["recipient_id"],
         conversation_id=row["conversation_id"],
@@ -479,27 +496,6 @@ async def release_cooldown(*, session: AsyncSession, notification: RowMapping, n
     return result.first() is not None
 
 
-async def update_thread(
-    *, session: AsyncSession, recipient_id: uuid.UUID, conversation_id: uuid.UUID, **values: Any
-) -> None:
-    await session.execute(
-        update(threads)
-        .where(threads.c.recipient_id == recipient_id, threads.c.conversation_id == conversation_id)
-        .values(**values)
-    )
-
-
-async def thread_read_seq(
-    *, session: AsyncSession, recipient_id: uuid.UUID, conversation_id: uuid.UUID
-) -> int:
-    result = await session.execute(
-        select(threads.c.read_seq).where(
-            threads.c.recipient_id == recipient_id, threads.c.conversation_id == conversation_id
-        )
-    )
-    return int(result.scalar_one_or_none() or 0)
-
-
 # --- the notification log ----------------------------------------------------
 
 
@@ -515,34 +511,48 @@ async def insert_notification(*, session: AsyncSession, **values: Any) -> bool:
     return result.first() is not None
 
 
+# Most urgent first; a lapsed lease means the sender died. Decided at send time: a digest whose
+# messages were all read since its decision comes back with ``read``.
+_CLAIM = text(
+    """
+    WITH picked AS (
+        SELECT id, status AS was FROM notifier.notifications
+        WHERE (status = 'queued' OR (status = 'sending' AND lease_until < now()))
+          AND priority <= :max_priority
+        ORDER BY priority, created_at
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE notifier.notifications n
+    SET status = 'sending', lease_until = now() + CAST(:lease AS interval)
+    FROM picked WHERE n.id = picked.id
+    RETURNING n.*, picked.was = 'sending' AS reclaimed, coalesce((
+        SELECT t.read_seq >= n.max_seq FROM notifier.threads t
+        WHERE n.kind = 'digest' AND t.recipient_id = n.recipient_id
+          AND t.conversation_id = n.conversation_id
+    ), false) AS read
+    """
+)
+_ANY_PRIORITY = 32767
+
+
 async def claim_sendable(
     *, session: AsyncSession, limit: int, lease: timedelta, max_priority: int | None = None
 ) -> Sequence[RowMapping]:
     """Take queued work, or work whose sender vanished (lease expired), most urgent first.
 
     Leases use the database clock so every replica agrees on them. Each row comes back with
-    ``reclaimed``: True when a previous sender's lease lapsed, so its outcome is unknown.
+    ``reclaimed``: True when a previous sender's lease lapsed, so its outcome is unknown, and
+    ``read``: True for a digest whose messages were all read since it was decided. One fixed
+    statement, so it can run outside an explicit transaction (one round trip).
     """
-    candidates = (
-        select(notifications.c.id, notifications.c.status.label("was"))
-        .where(
-            or_(
-                notifications.c.status == "queued",
-                and_(notifications.c.status == "sending", notifications.c.lease_until < func.now()),
-            )
-        )
-        .order_by(notifications.c.priority, notifications.c.created_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    if max_priority is not None:
-        candidates = candidates.where(notifications.c.priority <= max_priority)
-    picked = candidates.cte("picked")
     result = await session.execute(
-        update(notifications)
-        .where(notifications.c.id == picked.c.id)
-        .values(status="sending", lease_until=func.now() + lease)
-        .returning(*notifications.c, (picked.c.was == "sending").label("reclaimed"))
+        _CLAIM,
+        {
+            "limit": limit,
+            "lease": lease,
+            "max_priority": _ANY_PRIORITY if max_priority is None else max_priority,
+        },
     )
     return sorted(result.mappings().all(), key=lambda r: (r["priority"], r["created_at"]))
 
@@ -555,6 +565,35 @@ async def renew_lease(*, session: AsyncSession, notification_id: uuid.UUID, leas
     )
 
 
+_RECORD_ATTEMPT = text(
+    """
+    WITH counted AS (
+        UPDATE notifier.notifications SET attempts = attempts + 1 WHERE id = :id RETURNING attempts
+    )
+    INSERT INTO notifier.attempts (notification_id, attempt, channel, status, provider_id, error)
+    SELECT :id, attempts, :channel, :status, :provider_id, :error FROM counted
+    RETURNING attempt
+    """
+)
+
+# The accepted attempt and the closed notification, in one statement.
+_RECORD_SENT = text(
+    """
+    WITH counted AS (
+        UPDATE notifier.notifications
+        SET attempts = attempts + 1, status = 'sent', lease_until = NULL,
+            provider_id = :provider_id, sent_at = :sent_at,
+            body_text = CASE WHEN :drop_secrets THEN NULL ELSE body_text END,
+            body_html = CASE WHEN :drop_secrets THEN NULL ELSE body_html END
+        WHERE id = :id RETURNING attempts
+    )
+    INSERT INTO notifier.attempts (notification_id, attempt, channel, status, provider_id, error)
+    SELECT :id, attempts, :channel, :status, :provider_id, :error FROM counted
+    RETURNING attempt
+    """
+)
+
+
 async def record_attempt(
     *,
     session: AsyncSession,
@@ -563,27 +602,28 @@ async def record_attempt(
     status: str,
     provider_id: str | None = None,
     error: str | None = None,
+    sent_at: datetime | None = None,
+    drop_secrets: bool = False,
 ) -> int:
-    """Count an attempt on the notification and keep its row; returns the attempt number."""
-    number = (
-        await session.execute(
-            update(notifications)
-            .where(notifications.c.id == notification_id)
-            .values(attempts=notifications.c.attempts + 1)
-            .returning(notifications.c.attempts)
+    """Count an attempt on the notification and keep its row; returns the attempt number.
+
+    With ``sent_at`` the notification is closed as sent by the same statement (and with
+    ``drop_secrets`` its codes and links are dropped): no lease can lapse in between.
+    """
+    params: dict[str, Any] = {
+        "id": notification_id,
+        "channel": channel,
+        "status": status,
+        "provider_id": provider_id,
+        "error": error,
+    }
+    if sent_at is None:
+        result = await session.execute(_RECORD_ATTEMPT, params)
+    else:
+        result = await session.execute(
+            _RECORD_SENT, params | {"sent_at": sent_at, "drop_secrets": drop_secrets}
         )
-    ).scalar_one()
-    await session.execute(
-        insert(attempts).values(
-            notification_id=notification_id,
-            attempt=number,
-            channel=channel,
-            status=status,
-            provider_id=provider_id,
-            error=error,
-        )
-    )
-    return int(number)
+    return int(result.scalar_one())
 
 
 async def finish_notification(

@@ -76,8 +76,12 @@ class Dispatcher:
         shutdown_grace_s: float = 5.0,
         policy: Policy | None = None,
         digest: DigestSettings | None = None,
+        autocommit: async_sessionmaker[AsyncSession] | None = None,
     ) -> None:
         self.sessions = sessions
+        # Units of one statement (claim, record, lease) need no BEGIN/COMMIT round trips: a
+        # statement is atomic on its own. Several statements always go through ``sessions``.
+        self.single = autocommit or sessions
         self.email = email
         self.sms = sms
         self.clock = clock
@@ -133,8 +137,9 @@ class Dispatcher:
         """Claim up to the free slots (OTPs even when full) and start them; True if slots filled up."""
         free = self.concurrency - len(self._inflight)
         rows = await self._claim(max(free, 1), urgent_only=free <= 0)
-        if rows:
-            self.failpoints.hit(BEFORE_SEND)
+        if not rows:
+            return False
+        self.failpoints.hit(BEFORE_SEND)
         for row in rows:
             task = asyncio.create_task(self.deliver(row), name=f"send-{row['id']}")
             self._inflight.add(task)
@@ -149,7 +154,7 @@ class Dispatcher:
             log.error("delivery_crashed", task=task.get_name(), error=repr(task.exception())[:300])
 
     async def _claim(self, limit: int, *, urgent_only: bool = False) -> Sequence[RowMapping]:
-        async with transaction(self.sessions) as session:
+        async with transaction(self.single) as session:
             return await repo.claim_sendable(
                 session=session, limit=limit, lease=self.lease, max_priority=0 if urgent_only else None
             )
@@ -177,7 +182,7 @@ class Dispatcher:
         while True:
             await asyncio.sleep(interval)
             try:
-                async with transaction(self.sessions) as session:
+                async with transaction(self.single) as session:
                     await repo.renew_lease(session=session, notification_id=notification_id, lease=self.lease)
             except Exception as exc:
                 log.warning(
@@ -189,7 +194,7 @@ class Dispatcher:
         # A lapsed lease means an earlier sender's outcome is unknown: treat it as maybe delivered.
         outcome = _Outcome(ambiguous=bool(row.get("reclaimed")))
         try:
-            if row["kind"] == "digest" and await self._read_meanwhile(row):
+            if row["read"]:  # checked by the claim, right before this send
                 await self._close_unsent(row, "suppressed", reason="read", outcome=outcome)
                 SUPPRESSED.labels("read").inc()
                 return
@@ -267,14 +272,6 @@ class Dispatcher:
             log.info("notification_fallback_queued", notification_id=str(row["id"]), failed=row["channel"])
             self.wake()
 
-    async def _read_meanwhile(self, row: RowMapping) -> bool:
-        """Decide at send time: a digest whose messages were all read since the decision is dropped."""
-        async with self.sessions() as session:
-            read_seq = await repo.thread_read_seq(
-                session=session, recipient_id=row["recipient_id"], conversation_id=row["conversation_id"]
-            )
-        return row["max_seq"] is not None and read_seq >= row["max_seq"]
-
     async def _send_with_retries(self, row: RowMapping, outcome: _Outcome) -> str:
         channel: str = row["channel"]
 
@@ -321,7 +318,7 @@ class Dispatcher:
         self.failpoints.hit(AFTER_SEND)
         # The acceptance and the closed notification commit together: once the attempt says
         # "sent", no lease can lapse and no other sender can send it again.
-        await self._record(row, "sent", provider_id=provider_id, finish={"sent_at": self.clock()})
+        await self._record(row, "sent", provider_id=provider_id, sent_at=self.clock())
         return provider_id
 
     def _email_of(self, row: RowMapping) -> OutgoingEmail:
@@ -342,10 +339,11 @@ class Dispatcher:
         *,
         provider_id: str | None = None,
         error: str | None = None,
-        finish: dict[str, object] | None = None,
+        sent_at: datetime | None = None,
     ) -> None:
-        """Record one attempt; with ``finish`` also close the notification as sent, atomically."""
-        async with transaction(self.sessions) as session:
+        """Record one attempt; with ``sent_at`` also close the notification as sent, atomically
+        (one statement: the ambiguous window after the provider's acceptance stays one round trip)."""
+        async with transaction(self.single) as session:
             await repo.record_attempt(
                 session=session,
                 notification_id=row["id"],
@@ -353,19 +351,12 @@ class Dispatcher:
                 status=status,
                 provider_id=provider_id,
                 error=error,
+                sent_at=sent_at,
+                drop_secrets=bool(_secrets_of(row)),
             )
-            if finish is not None:
-                await repo.finish_notification(
-                    session=session,
-                    notification_id=row["id"],
-                    status="sent",
-                    provider_id=provider_id,
-                    **finish,
-                    **_secrets_of(row),
-                )
 
     async def _finish(self, row: RowMapping, status: str, **values: object) -> None:
-        async with transaction(self.sessions) as session:
+        async with transaction(self.single) as session:
             await repo.finish_notification(
                 session=session, notification_id=row["id"], status=status, **values, **_secrets_of(row)
             )

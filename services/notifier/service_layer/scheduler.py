@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.notifier.adapters import due_threads as due
 from services.notifier.adapters import repository as repo
-from services.notifier.domain.model import Decision, Defer, Policy, Send, Suppress
+from services.notifier.domain.model import Decision, Defer, Policy, Recipient, Suppress, Thread
 from services.notifier.domain.rules import decide, effective_level
 from services.notifier.metrics import SUPPRESSED
 from services.notifier.service_layer.digests import DigestSettings, digest_content
@@ -54,7 +57,7 @@ class Scheduler:
         poll_s: float = 1.0,
         batch_size: int = 50,
         retention: Retention | None = None,
-        min_wait_s: float = 0.1,
+        min_wait_s: float = 0.05,
     ) -> None:
         self.sessions = sessions
         self.policy = policy
@@ -142,8 +145,8 @@ class Scheduler:
         queued = 0
         async with transaction(self.sessions) as session:
             rows = await repo.claim_due_threads(session=session, now=now, limit=self.batch_size)
-            for row in rows:
-                queued += await self._decide_one(session, row, now)
+            if rows:
+                queued = await self._decide_batch(session, rows, now)
             # After this pass's own updates: when to look again.
             self._next_due = await repo.next_due_at(session=session)
         if queued:
@@ -151,40 +154,83 @@ class Scheduler:
             self.on_queued()
         return len(rows)
 
-    async def _decide_one(self, session: AsyncSession, row: RowMapping, now: datetime) -> int:
-        recipient_id, conversation_id = row["recipient_id"], row["conversation_id"]
-        if not await repo.try_lock_recipient(session=session, user_id=recipient_id):
-            return 0  # their profile or presence is changing right now: decide at the next pass
-        thread = await repo.load_thread(session=session, row=row)
-        recipient = await repo.load_recipient(session=session, user_id=recipient_id)
-        presence = await repo.load_presence(session=session, user_id=recipient_id)
-        decision: Decision = decide(
-            now=now, recipient=recipient, presence=presence, thread=thread, policy=self.policy
+    async def _decide_batch(self, session: AsyncSession, rows: Sequence[RowMapping], now: datetime) -> int:
+        """Decide the claimed threads as a set: a fixed number of statements for the whole batch.
+
+        Returns how many digests were queued. Threads of a recipient whose profile or presence
+        is changing right now are left as they are, for the next pass.
+        """
+        locked = await due.try_lock_recipients(session=session, user_ids=(r["recipient_id"] for r in rows))
+        rows = [r for r in rows if r["recipient_id"] in locked]
+        if not rows:
+            return 0
+        profiles = await due.load_profiles(session=session, user_ids=locked)
+        unread = await due.load_unread(
+            session=session, pairs=[(r["recipient_id"], r["conversation_id"]) for r in rows]
         )
-        keys = {"session": session, "recipient_id": recipient_id, "conversation_id": conversation_id}
-        if isinstance(decision, Defer):
-            SUPPRESSED.labels(decision.reason).inc()
-            await repo.update_thread(**keys, due_at=decision.until, defer_reason=decision.reason)
-            return 0
-        max_seq = max((m.seq for m in thread.unread), default=thread.read_seq)
-        if isinstance(decision, Suppress):
-            SUPPRESSED.labels(decision.reason).inc()
-            await repo.insert_notification(
-                session=session,
-                idempotency_key=f"digest:{recipient_id}:{conversation_id}:{max_seq}:{decision.reason}",
-                kind="digest",
-                priority=PRIORITY_DIGEST,
-                recipient_id=recipient_id,
-                conversation_id=conversation_id,
-                message_count=len(thread.visible_unread()),
-                max_seq=max_seq,
-                status="suppressed",
-                reason=decision.reason,
-                created_at=now,
+        plans: list[_Plan] = []
+        for row in rows:
+            thread = repo.thread_from(row, unread.get((row["recipient_id"], row["conversation_id"]), ()))
+            recipient, presence = profiles.get(row["recipient_id"], (None, None))
+            decision = decide(
+                now=now, recipient=recipient, presence=presence, thread=thread, policy=self.policy
             )
-            await repo.update_thread(**keys, due_at=None, defer_reason=None, opened_at=None)
-            return 0
-        assert isinstance(decision, Send) and recipient is not None
+            plans.append(_Plan(row, thread, decision, self._notification(thread, recipient, decision, now)))
+        inserted = await due.insert_notifications(
+            session=session, rows=[p.notification for p in plans if p.notification is not None]
+        )
+        updates: list[dict[str, Any]] = []
+        queued = 0
+        for plan in plans:
+            state = due.thread_state(plan.row)
+            decision = plan.decision
+            if isinstance(decision, Defer):
+                SUPPRESSED.labels(decision.reason).inc()
+                state.update(due_at=decision.until, defer_reason=decision.reason)
+            else:
+                state.update(due_at=None, defer_reason=None, opened_at=None)
+                if isinstance(decision, Suppress):
+                    SUPPRESSED.labels(decision.reason).inc()
+                elif plan.notification is not None and plan.notification["idempotency_key"] in inserted:
+                    # A new digest reserves the cooldown; one decided before changes nothing else.
+                    thread = plan.thread
+                    level = effective_level(thread.cooldown_level, thread.last_notified_at, now, self.policy)
+                    state.update(
+                        last_notified_at=now,
+                        notified_seq=plan.notification["max_seq"],
+                        cooldown_level=level + 1,
+                    )
+                    queued += 1
+            updates.append(state)
+        await due.update_threads(session=session, rows=updates)
+        return queued
+
+    def _notification(
+        self, thread: Thread, recipient: Recipient | None, decision: Decision, now: datetime
+    ) -> dict[str, Any] | None:
+        """The ``notifications`` row a decision records: a queued digest, a suppression, or none."""
+        recipient_id, conversation_id = thread.recipient_id, thread.conversation_id
+        common = {
+            "id": uuid.uuid4(),
+            "kind": "digest",
+            "priority": PRIORITY_DIGEST,
+            "recipient_id": recipient_id,
+            "conversation_id": conversation_id,
+            "created_at": now,
+        }
+        if isinstance(decision, Defer):
+            return None
+        if isinstance(decision, Suppress):
+            max_seq = max((m.seq for m in thread.unread), default=thread.read_seq)
+            return common | {
+                "idempotency_key": f"digest:{recipient_id}:{conversation_id}:{max_seq}:{decision.reason}",
+                "message_count": len(thread.visible_unread()),
+                "max_seq": max_seq,
+                "status": "suppressed",
+                "reason": decision.reason,
+            }
+        assert recipient is not None
+        sent_seq = max(m.seq for m in decision.messages)
         content = digest_content(
             channel=decision.channel,
             recipient=recipient,
@@ -192,38 +238,30 @@ class Scheduler:
             messages=decision.messages,
             settings=self.digest,
         )
-        sent_seq = max(m.seq for m in decision.messages)
-        inserted = await repo.insert_notification(
-            session=session,
-            idempotency_key=f"digest:{recipient_id}:{conversation_id}:{sent_seq}",
-            kind="digest",
-            priority=PRIORITY_DIGEST,
-            recipient_id=recipient_id,
-            conversation_id=conversation_id,
-            channel=decision.channel,
-            destination=decision.destination,
-            message_count=len(decision.messages),
-            max_seq=sent_seq,
-            first_message_at=min(m.created_at for m in decision.messages),
-            status="queued",
-            created_at=now,
-            # What the thread's cooldown was before this digest: given back if it never arrives.
-            prior_notified_at=thread.last_notified_at,
-            prior_notified_seq=thread.notified_seq,
-            prior_cooldown_level=thread.cooldown_level,
-            **content,
+        return (
+            common
+            | content
+            | {
+                "idempotency_key": f"digest:{recipient_id}:{conversation_id}:{sent_seq}",
+                "channel": decision.channel,
+                "destination": decision.destination,
+                "message_count": len(decision.messages),
+                "max_seq": sent_seq,
+                "first_message_at": min(m.created_at for m in decision.messages),
+                "status": "queued",
+                # What the thread's cooldown was before this digest: given back if it never arrives.
+                "prior_notified_at": thread.last_notified_at,
+                "prior_notified_seq": thread.notified_seq,
+                "prior_cooldown_level": thread.cooldown_level,
+            }
         )
-        if not inserted:  # this very digest was decided before: close the window, change nothing else
-            await repo.update_thread(**keys, due_at=None, defer_reason=None, opened_at=None)
-            return 0
-        level = effective_level(thread.cooldown_level, thread.last_notified_at, now, self.policy)
-        await repo.update_thread(
-            **keys,
-            due_at=None,
-            defer_reason=None,
-            opened_at=None,
-            last_notified_at=now,
-            notified_seq=sent_seq,
-            cooldown_level=level + 1,
-        )
-        return 1
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One claimed thread: its locked row, what the rules decided and the row that records it."""
+
+    row: RowMapping
+    thread: Thread
+    decision: Decision
+    notification: dict[str, Any] | None
