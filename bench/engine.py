@@ -293,12 +293,8 @@ class ChatEngine:
             return
         self.steps[self.step_of[idx]].errors[str(code)] += 1
 
-    def on_event(self, body: bytes, now: float) -> None:
-        """A ``message.created`` event seen by the tap on the events exchange."""
-        try:
-            event = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return
+    def on_event(self, event: object, now: float) -> None:
+        """A decoded ``message.created`` event seen by the tap on the events exchange."""
         payload = event.get("payload") if isinstance(event, dict) else None
         idx = self._index(payload.get("client_id")) if isinstance(payload, dict) else None
         if idx is None:

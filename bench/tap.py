@@ -10,12 +10,15 @@ import time
 from collections.abc import Callable
 
 import aio_pika
+import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
+from shared.messaging.packing import is_packed
 
 
 class EventTap:
     def __init__(
-        self, amqp_url: str, exchange: str, routing_key: str, on_event: Callable[[bytes, float], None]
+        self, amqp_url: str, exchange: str, routing_key: str, on_event: Callable[[object, float], None]
     ):
         self.amqp_url = amqp_url
         self.exchange = exchange
@@ -38,8 +41,16 @@ class EventTap:
         await queue.consume(self._deliver, no_ack=True)
 
     async def _deliver(self, message: AbstractIncomingMessage) -> None:
-        if self.enabled:
-            self.on_event(message.body, time.monotonic())
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        try:
+            decoded = orjson.loads(message.body)
+        except orjson.JSONDecodeError:
+            return
+        # A run of events may travel as one message (shared.messaging.packing).
+        for event in decoded if is_packed(message.headers) and isinstance(decoded, list) else [decoded]:
+            self.on_event(event, now)
 
     async def stop(self) -> None:
         if self._conn is not None:
