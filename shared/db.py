@@ -67,8 +67,8 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 
 
 @asynccontextmanager
-async def driver_transaction(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled connection's asyncpg driver inside one transaction, for the hottest paths.
+async def driver_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection's asyncpg driver, for the hottest paths (statements autocommit).
 
     SQLAlchemy's per-statement work costs more than asyncpg's own; the pool, its limits and
     its reset stay SQLAlchemy's. A connection that broke is invalidated so the pool replaces it.
@@ -77,11 +77,17 @@ async def driver_transaction(engine: AsyncEngine) -> AsyncIterator[asyncpg.Conne
         raw = await conn.get_raw_connection()
         pg: asyncpg.Connection = raw.driver_connection
         try:
-            async with pg.transaction():
-                yield pg
+            yield pg
         except CONNECTION_ERRORS:
             await conn.invalidate()
             raise
+
+
+@asynccontextmanager
+async def driver_transaction(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+    """``driver_connection`` inside one transaction."""
+    async with driver_connection(engine) as pg, pg.transaction():
+        yield pg
 
 
 async def database_ready(engine: AsyncEngine) -> bool:

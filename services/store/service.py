@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -77,7 +77,7 @@ from shared.commands import (
     encode_frame,
     message_frame,
 )
-from shared.db import driver_transaction
+from shared.db import driver_connection, driver_transaction
 from shared.events import (
     ConversationCreated,
     ConversationPayload,
@@ -123,6 +123,11 @@ COMMIT_BATCH = Histogram(
     "chat_store_send_commit_batch_size",
     "Sends committed in one transaction",
     buckets=(1, 2, 4, 8, 16, 64, 256),
+)
+SEND_PATH = Counter(
+    "chat_store_send_batches_total",
+    "Send batches by path: unchanged (one guarded statement), stale (that guard refused), locked",
+    ["path"],
 )
 
 
@@ -198,7 +203,8 @@ class StoreService:
         # First without looking for earlier copies: retried sends are rare, and the unique index
         # refuses a copy, which sends the batch down the careful path.
         with contextlib.suppress(asyncpg.UniqueViolationError):
-            return await self._write_sends(items, lookup=False)
+            fast = await self._write_if_unchanged(items)
+            return fast if fast is not None else await self._write_sends(items, lookup=False)
         try:
             return await self._write_sends(items, lookup=True)
         except asyncpg.UniqueViolationError:
@@ -214,8 +220,19 @@ class StoreService:
         except Exception as exc:
             return exc
 
+    async def _write_if_unchanged(self, items: list[SendItem]) -> list[SendResult | BaseException] | None:
+        now = utcnow()
+        async with driver_connection(self.engine) as pg:
+            outcomes = await self.sender.write_if_unchanged(pg, items, now)
+        SEND_PATH.labels("unchanged" if outcomes is not None else "stale").inc()
+        if outcomes is not None:
+            COMMIT_BATCH.observe(len(items))
+            self.on_commit()
+        return outcomes
+
     async def _write_sends(self, items: list[SendItem], *, lookup: bool) -> list[SendResult | BaseException]:
         COMMIT_BATCH.observe(len(items))
+        SEND_PATH.labels("locked").inc()
         now = utcnow()
         async with driver_transaction(self.engine) as pg:
             outcomes = await self.sender.write(pg, items, now, lookup=lookup)
@@ -447,6 +464,7 @@ class StoreService:
                     text(f"UPDATE store.conversations SET {sets}, updated_at = :now WHERE id = :id"),
                     {**changes, "now": utcnow(), "id": conv.id},
                 )
+                self.sender.forget(conv.id)
             view = await self._view(conn, conv.id, actor.user_id)
             if changes:
                 payload = _payload(view)
@@ -575,6 +593,7 @@ class StoreService:
                 ),
                 {"seq": target, "unread": unread, "id": conv.id},
             )
+            self.sender.forget(conv.id)
             payload = MessageReadPayload(conversation_id=conv.id, reader_id=actor.user_id, seq=target)
             await write_outbox(
                 conn,

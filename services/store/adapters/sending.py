@@ -1,15 +1,20 @@
+# ruff: noqa: S608  (SQL is assembled only from code constants; every value is a bound parameter)
 """Write a batch of sends in one transaction: lock, dedupe, sequence, insert, outbox.
 
 Conversation rows are locked in id order (no deadlocks between replicas) and
 held until commit, which is what makes ``seq`` gapless and makes a retried
 ``(sender, client_id)`` find the first copy instead of inserting a second.
+
+The fast path skips the locking round trips: rules are decided on the conversation as this
+process last wrote or read it, and one statement writes the batch only if every row still has
+the version (``xmin``) it was decided on — otherwise it writes nothing and the locked path runs.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -53,6 +58,8 @@ LOCK_CONVERSATIONS = """
            user_read_seq, admin_read_seq, user_unread, admin_unread
     FROM store.conversations WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
 """
+# A row version: xmin changes with every update of the row, whoever makes it.
+VERSION = "xmin::text::bigint"
 EXISTING = """
     SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.client_id, m.body,
            m.created_at, m.edited_at, m.deleted_at
@@ -63,13 +70,36 @@ EXISTING = """
 NAMES = """
     SELECT user_id, coalesce(display_name, username) AS name FROM store.users WHERE user_id = ANY($1::uuid[])
 """
-# Messages, conversation counters and outbox rows of a whole batch in one statement (one round trip).
-WRITE_BATCH = """
-    WITH new_messages AS (
+
+
+def write_batch_sql(*, guarded: bool) -> str:
+    """Messages, conversation counters and outbox rows of a whole batch in one statement.
+
+    Returns each updated conversation's new version. ``guarded``: first lock the rows whose
+    version is still the one given ($24, $25, in id order) and write only if all of them are,
+    so a stale decision writes nothing; one autocommit round trip then replaces
+    BEGIN, lock, write and COMMIT.
+    """
+    only_if = "AND (SELECT ok FROM ready)" if guarded else ""
+    guard = (
+        f"""
+        locked AS MATERIALIZED (
+            SELECT c.id FROM store.conversations c
+            JOIN unnest($24::uuid[], $25::bigint[]) AS k(id, version) ON c.id = k.id
+            WHERE c.{VERSION} = k.version
+            ORDER BY c.id FOR UPDATE OF c
+        ), ready AS MATERIALIZED (SELECT count(*) = cardinality($24::uuid[]) AS ok FROM locked),"""
+        if guarded
+        else ""
+    )
+    return f"""
+    WITH {guard}
+    new_messages AS (
         INSERT INTO store.messages (id, conversation_id, seq, sender_id, client_id, body, created_at)
         SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.client_id, m.body, $7
         FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::uuid[], $5::text[], $6::text[])
             AS m(id, conversation_id, seq, sender_id, client_id, body)
+        WHERE true {only_if}
     ), touched AS (
         UPDATE store.conversations c SET
             last_seq = u.last_seq, status = u.status, updated_at = $7, last_activity_at = $7,
@@ -80,11 +110,21 @@ WRITE_BATCH = """
                     $14::int[], $15::int[], $16::timestamptz[], $17::int[])
             AS u(id, last_seq, status, preview, user_read_seq, admin_read_seq, user_unread, admin_unread,
                  flood_window_start, flood_count)
-        WHERE c.id = u.id
+        WHERE c.id = u.id {only_if}
+        RETURNING c.id, c.{VERSION} AS version
+    ), events AS (
+        INSERT INTO store.outbox (exchange, routing_key, body, message_id, persistent, headers)
+        SELECT * FROM unnest($18::text[], $19::text[], $20::bytea[], $21::text[], $22::bool[], $23::jsonb[])
+        WHERE true {only_if}
     )
-    INSERT INTO store.outbox (exchange, routing_key, body, message_id, persistent, headers)
-    SELECT * FROM unnest($18::text[], $19::text[], $20::bytea[], $21::text[], $22::bool[], $23::jsonb[])
-"""
+    SELECT id, version FROM touched
+    """
+
+
+WRITE_BATCH = write_batch_sql(guarded=False)
+WRITE_BATCH_IF_UNCHANGED = write_batch_sql(guarded=True)
+# Conversations this process knows the current version of; beyond this many, it starts over.
+KNOWN_MAX = 100_000
 
 
 NAME_TTL_S = 30.0
@@ -124,16 +164,16 @@ class SendWriter:
         self.max_body_chars = max_body_chars
         self.flood_cap = flood_cap
         self._name_cache: dict[uuid.UUID, tuple[str, float]] = {}  # sender -> (name, expires)
+        self._known: dict[uuid.UUID, tuple[ConversationState, int]] = {}  # conversation -> (state, version)
 
     async def write(
         self, pg: asyncpg.Connection, items: list[SendItem], now: datetime, *, lookup: bool = True
     ) -> list[SendResult | BaseException]:
-        """Decide and write a batch inside the caller's transaction.
+        """Lock, decide and write a batch inside the caller's transaction.
 
         ``lookup=False`` skips the search for earlier copies of each ``(sender, client_id)``: the
         unique index still refuses a copy, and the caller then retries the batch with the lookup.
         """
-        outcomes: list[SendResult | BaseException] = []
         conv_ids = sorted({item.request.conversation_id for item in items})
         convs = {row["id"]: state_of_record(row) for row in await pg.fetch(LOCK_CONVERSATIONS, conv_ids)}
         existing: dict[tuple[uuid.UUID, str], MessageView] = {}
@@ -144,6 +184,55 @@ class SendWriter:
                 [item.request.client_id for item in items],
             )
             existing = {(row["sender_id"], row["client_id"]): message_view_of_record(row) for row in found}
+        outcomes, created, previews = self._decide_all(items, convs, existing, now)
+        if created:
+            await self._persist(pg, created, convs, previews, now)
+        return outcomes
+
+    async def write_if_unchanged(
+        self, pg: asyncpg.Connection, items: list[SendItem], now: datetime
+    ) -> list[SendResult | BaseException] | None:
+        """The fast path, in one autocommit statement on a connection outside any transaction.
+
+        None when nothing was written: a conversation this process does not know, one changed since
+        (another replica's send, a read receipt), or a batch with nothing to write. The caller then
+        takes the locked path, which decides again on the rows as they are.
+        """
+        convs: dict[uuid.UUID, ConversationState] = {}
+        versions: dict[uuid.UUID, int] = {}
+        for item in items:
+            conv_id = item.request.conversation_id
+            if conv_id in convs:
+                continue
+            known = self._known.get(conv_id)
+            if known is None:
+                return None
+            convs[conv_id] = replace(known[0], new_seqs=[])
+            versions[conv_id] = known[1]
+        # No lookup of earlier copies: the unique index refuses a copy and the caller looks then.
+        outcomes, created, previews = self._decide_all(items, convs, {}, now)
+        if not created:
+            return None
+        ids = sorted(versions)
+        unchanged = (ids, [versions[i] for i in ids])
+        if not await self._persist(pg, created, convs, previews, now, unchanged=unchanged):
+            for conv_id in ids:
+                self._known.pop(conv_id, None)
+            return None
+        return outcomes
+
+    def forget(self, conv_id: uuid.UUID) -> None:
+        """This process changed the row elsewhere: the next send takes the locked path at once."""
+        self._known.pop(conv_id, None)
+
+    def _decide_all(
+        self,
+        items: list[SendItem],
+        convs: dict[uuid.UUID, ConversationState],
+        existing: dict[tuple[uuid.UUID, str], MessageView],
+        now: datetime,
+    ) -> tuple[list[SendResult | BaseException], list[NewMessage], dict[uuid.UUID, str]]:
+        outcomes: list[SendResult | BaseException] = []
         created: list[NewMessage] = []
         previews: dict[uuid.UUID, str] = {}
         for item in items:
@@ -151,9 +240,7 @@ class SendWriter:
                 outcomes.append(self._decide(item, convs, existing, created, previews, now))
             except DomainError as exc:
                 outcomes.append(exc)
-        if created:
-            await self._persist(pg, created, convs, previews, now)
-        return outcomes
+        return outcomes, created, previews
 
     def _decide(
         self,
@@ -203,7 +290,10 @@ class SendWriter:
         convs: dict[uuid.UUID, ConversationState],
         previews: dict[uuid.UUID, str],
         now: datetime,
-    ) -> None:
+        *,
+        unchanged: tuple[list[uuid.UUID], list[int]] | None = None,
+    ) -> bool:
+        """Write the batch; with ``unchanged`` (ids and versions) only if no row moved. Written?"""
         touched = [conv for conv in convs.values() if conv.new_seqs]
         names = await self._names(pg, {new.view.sender_id for new in created})
         outbox: list[dict[str, Any]] = []
@@ -221,8 +311,8 @@ class SendWriter:
         events.sort(key=lambda row: str(row["routing_key"]))
         outbox = [*bundles(self.rows.delivery_exchange, deliveries), *outbox, *events]
         views = [new.view for new in created]
-        await pg.execute(
-            WRITE_BATCH,
+        rows = await pg.fetch(
+            WRITE_BATCH if unchanged is None else WRITE_BATCH_IF_UNCHANGED,
             [v.message_id for v in views],
             [v.conversation_id for v in views],
             [v.seq for v in views],
@@ -241,7 +331,19 @@ class SendWriter:
             [c.flood_window_start for c in touched],
             [c.flood_count for c in touched],
             *outbox_columns(outbox),
+            *(unchanged or ()),
         )
+        if not rows:
+            return False  # only a guarded write comes back empty: something moved, nothing written
+        # Every column the rules read was just written, so the state is the row: remember it and its
+        # new version. (Inside a transaction that may still roll back, a version that never commits
+        # only costs one failed fast attempt.)
+        if len(self._known) > KNOWN_MAX:
+            self._known.clear()
+        for row in rows:
+            conv = convs[row["id"]]
+            self._known[conv.id] = (replace(conv, new_seqs=[], reopened=False), row["version"])
+        return True
 
     async def _names(self, pg: asyncpg.Connection, senders: set[uuid.UUID]) -> dict[uuid.UUID, str]:
         """Display names for ``message.unread``, cached briefly: they rarely change, sends are hot."""
