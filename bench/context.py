@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +17,9 @@ from bench.procstat import Meter, Window, sample
 from bench.report import ResultWriter
 from bench.sink import SinkProcess
 from bench.stack import SERVICES, Stack
+
+# Messages left in the broker queues that count as drained (presence refreshes trickle in).
+SETTLED_BACKLOG = 20
 
 
 @dataclass
@@ -88,6 +93,14 @@ class Context:
         dead = sum(d.messages for d in depths if d.name == dead_name)
         # The backlog is what is still to be processed; dead letters never drain by themselves.
         return {"backlog": total_backlog(live), "dead_letters": dead, "queues": depths_dict(depths)}
+
+    async def settle_queues(self, deadline: float) -> None:
+        """Wait (until the ``time.monotonic()`` deadline) for the broker backlog to drain, so a
+        measurement never shares the machine with the work its setup left behind."""
+        while time.monotonic() < deadline:
+            if (await self.queues())["backlog"] <= SETTLED_BACKLOG:
+                return
+            await asyncio.sleep(0.5)
 
     def gateway_rss_kb(self) -> int:
         return sum(s.rss_kb for p in self.stack.service_pids("gateway") if (s := sample(p)) is not None)

@@ -125,16 +125,9 @@ async def settle(ctx: Context, session: ChatSession, step: int, limit_s: float =
     """Between steps: let late acks, deliveries and broker backlogs finish so a step never starts
     with the previous one's leftovers. Returns the seconds it took."""
     start = time.monotonic()
-    deadline = start + limit_s
     await session.engine.drain(step, limit_s)
-    while time.monotonic() < deadline:
-        if (await ctx.queues())["backlog"] <= SETTLED_BACKLOG:
-            break
-        await asyncio.sleep(2.0)
+    await ctx.settle_queues(start + limit_s)
     return time.monotonic() - start
-
-
-SETTLED_BACKLOG = 20
 
 
 def describe(record: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from prometheus_client import Counter, Histogram
+from prometheus_client import Histogram
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -29,7 +29,7 @@ from services.store.adapters.rows import (
     state_of,
     write_outbox,
 )
-from services.store.adapters.sending import NewMessage, SendItem, SendWriter
+from services.store.adapters.sending import SEND_PATH, NewMessage, SendItem, SendWriter
 from services.store.domain.rules import (
     ConversationState,
     DomainError,
@@ -123,11 +123,6 @@ COMMIT_BATCH = Histogram(
     "chat_store_send_commit_batch_size",
     "Sends committed in one transaction",
     buckets=(1, 2, 4, 8, 16, 64, 256),
-)
-SEND_PATH = Counter(
-    "chat_store_send_batches_total",
-    "Send batches by path: unchanged (one guarded statement), stale (that guard refused), locked",
-    ["path"],
 )
 
 
@@ -224,7 +219,6 @@ class StoreService:
         now = utcnow()
         async with driver_connection(self.engine) as pg:
             outcomes = await self.sender.write_if_unchanged(pg, items, now)
-        SEND_PATH.labels("unchanged" if outcomes is not None else "stale").inc()
         if outcomes is not None:
             COMMIT_BATCH.observe(len(items))
             self.on_commit()

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+from prometheus_client import Counter
 
 from services.store.adapters.rows import (
     Rows,
@@ -127,6 +128,12 @@ WRITE_BATCH_IF_UNCHANGED = write_batch_sql(guarded=True)
 KNOWN_MAX = 100_000
 
 
+SEND_PATH = Counter(
+    "chat_store_send_batches_total",
+    "Send batches by path: unchanged (one guarded statement), or the locked path after an unknown"
+    " conversation, a refusal or a stale version",
+    ["path"],
+)
 NAME_TTL_S = 30.0
 
 
@@ -206,19 +213,23 @@ class SendWriter:
                 continue
             known = self._known.get(conv_id)
             if known is None:
+                SEND_PATH.labels("unknown").inc()
                 return None
             convs[conv_id] = replace(known[0], new_seqs=[])
             versions[conv_id] = known[1]
         # No lookup of earlier copies: the unique index refuses a copy and the caller looks then.
         outcomes, created, previews = self._decide_all(items, convs, {}, now)
         if not created:
+            SEND_PATH.labels("refused").inc()
             return None
         ids = sorted(versions)
         unchanged = (ids, [versions[i] for i in ids])
         if not await self._persist(pg, created, convs, previews, now, unchanged=unchanged):
             for conv_id in ids:
                 self._known.pop(conv_id, None)
+            SEND_PATH.labels("stale").inc()
             return None
+        SEND_PATH.labels("unchanged").inc()
         return outcomes
 
     def forget(self, conv_id: uuid.UUID) -> None:
