@@ -120,7 +120,8 @@ async def test_committed_row_is_published_after_commit_and_removed(
             assert collected.ids == []  # nothing leaves before the commit
         # No wake() call and a 30 s poll: only the NOTIFY from the commit can wake the relay.
         await collected.wait_for(1, timeout=10)
-        assert await outbox_settles_at(engine, outbox, 0) == 0  # while the relay runs: it deletes after confirms
+        # While the relay runs: it deletes the rows after the broker's confirms.
+        assert await outbox_settles_at(engine, outbox, 0) == 0
     assert collected.ids == [str(event.id)]
 
 
