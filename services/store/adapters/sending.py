@@ -124,8 +124,9 @@ def write_batch_sql(*, guarded: bool) -> str:
 
 WRITE_BATCH = write_batch_sql(guarded=False)
 WRITE_BATCH_IF_UNCHANGED = write_batch_sql(guarded=True)
-# Conversations this process knows the current version of; beyond this many, it starts over.
-KNOWN_MAX = 100_000
+# Conversations this process knows the current version of (about 750 bytes each); beyond this
+# many, it starts over: the hot set is small, and a forgotten one costs one locked send.
+KNOWN_MAX = 20_000
 
 
 SEND_PATH = Counter(
