@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.notifier.adapters.repository import LOCK_NAMESPACE, lock_key, recipient_from
+from services.notifier.adapters.repository import LOCK_NAMESPACE, lock_key, recipient_from, unread_from
 from services.notifier.domain.model import Presence, Recipient, UnreadMessage
 
 Pair = tuple[uuid.UUID, uuid.UUID]  # (recipient, conversation)
@@ -143,14 +143,7 @@ async def load_unread(
     found: dict[Pair, list[UnreadMessage]] = {}
     for m in result.mappings():
         found.setdefault((m["recipient_id"], m["conversation_id"]), []).append(
-            UnreadMessage(
-                seq=m["seq"],
-                sender_id=m["sender_id"],
-                sender_name=m["sender_name"],
-                body=m["body"],
-                created_at=m["created_at"],
-                deleted=m["deleted"],
-            )
+            unread_from(m, deleted=m["deleted"])
         )
     return {pair: tuple(messages) for pair, messages in found.items()}
 

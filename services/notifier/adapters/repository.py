@@ -420,18 +420,20 @@ async def load_thread(*, session: AsyncSession, row: RowMapping) -> Thread:
         )
         .order_by(unread_messages.c.seq)
     )
-    unread = tuple(
-        UnreadMessage(
-            seq=m["seq"],
-            sender_id=m["sender_id"],
-            sender_name=m["sender_name"],
-            body=m["body"],
-            created_at=m["created_at"],
-            deleted=m["deleted"] or m["tombstoned"],
-        )
-        for m in result.mappings()
-    )
+    unread = tuple(unread_from(m, deleted=m["deleted"] or m["tombstoned"]) for m in result.mappings())
     return thread_from(row, unread)
+
+
+def unread_from(row: RowMapping, *, deleted: bool) -> UnreadMessage:
+    """An ``unread_messages`` row as the rules see it; ``deleted`` also counts a tombstone."""
+    return UnreadMessage(
+        seq=row["seq"],
+        sender_id=row["sender_id"],
+        sender_name=row["sender_name"],
+        body=row["body"],
+        created_at=row["created_at"],
+        deleted=deleted,
+    )
 
 
 def thread_from(row: RowMapping, unread: tuple[UnreadMessage, ...]) -> Thread:
