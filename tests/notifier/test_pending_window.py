@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from shared.events import MessagePayload, MessageUpdated
+from shared.events import MessagePayload, MessageUnread, MessageUpdated
 from tests.notifier.conftest import Publish, StartNotifier
 from tests.notifier.helpers import (
     FakeClock,
@@ -20,6 +20,23 @@ from tests.notifier.helpers import (
     wait_until,
 )
 from tests.support.smtp import SmtpServer
+
+
+def deleted(event: MessageUnread, at: datetime) -> MessageUpdated:
+    """The ``message.updated`` that deletes the unread message ``event`` tells of."""
+    p = event.payload
+    return MessageUpdated(
+        payload=MessagePayload(
+            message_id=p.message_id,
+            conversation_id=p.conversation_id,
+            seq=p.seq,
+            sender_id=p.sender_id,
+            client_id="c1",
+            body="",
+            created_at=p.created_at,
+            deleted_at=at,
+        )
+    )
 
 
 async def test_a_burst_of_20_messages_to_an_offline_recipient_gives_exactly_one_email_listing_them(
@@ -142,19 +159,7 @@ async def test_a_deleted_message_is_not_notified(
     rid, conversation = recipient.payload.user_id, uuid.uuid4()
     event = unread(rid, conversation, 1, body="oops, wrong chat")
     await publish(event)
-    p = event.payload
-    deletion = MessageUpdated(
-        payload=MessagePayload(
-            message_id=p.message_id,
-            conversation_id=conversation,
-            seq=1,
-            sender_id=p.sender_id,
-            client_id="c1",
-            body="",
-            created_at=p.created_at,
-            deleted_at=clock.now,
-        )
-    )
+    deletion = deleted(event, clock.now)
     await publish(deletion)
     await consumed(runtime.sessions, event, deletion)  # in either order: a tombstone covers both
     clock.advance(61)
@@ -211,19 +216,7 @@ async def test_a_batch_of_unread_events_decides_like_one_event_at_a_time(
     recipient = user()
     rid, conv, other = recipient.payload.user_id, uuid.uuid4(), uuid.uuid4()
     doomed = unread(rid, other, 1)
-    p = doomed.payload
-    deletion = MessageUpdated(
-        payload=MessagePayload(
-            message_id=p.message_id,
-            conversation_id=other,
-            seq=1,
-            sender_id=p.sender_id,
-            client_id="c1",
-            body="",
-            created_at=p.created_at,
-            deleted_at=clock.now,
-        )
-    )
+    deletion = deleted(doomed, clock.now)
     opened_at = clock.now
     await runtime.consumer.handle_batch(
         [recipient, deletion, unread(rid, conv, 1), unread(rid, conv, 2), read(rid, conv, 2), doomed]
