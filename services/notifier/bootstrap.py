@@ -8,12 +8,11 @@ from datetime import timedelta
 
 from services.notifier.adapters.email import SmtpEmailSender
 from services.notifier.adapters.sms import DevInbox, build_sms_sender
-from services.notifier.domain.model import Policy
+from services.notifier.domain.model import Policy, Window
 from services.notifier.entrypoints.consumers import NotifierConsumer
 from services.notifier.entrypoints.rpc import make_handlers
 from services.notifier.service_layer.digests import DigestSettings
 from services.notifier.service_layer.dispatcher import Dispatcher
-from services.notifier.service_layer.events import Window
 from services.notifier.service_layer.failpoints import Failpoints
 from services.notifier.service_layer.ports import Clock, EmailSender, SmsSender, system_clock
 from services.notifier.service_layer.scheduler import Retention, Scheduler
@@ -110,7 +109,9 @@ class NotifierRuntime:
             self.broker,
             sessions=self.sessions,
             window=Window(
-                grace=timedelta(seconds=s.grace_window_s), max_window=timedelta(seconds=s.max_window_s)
+                grace=timedelta(seconds=s.grace_window_s),
+                max_window=timedelta(seconds=s.max_window_s),
+                settle=timedelta(seconds=s.settle_s),
             ),
             clock=self.clock,
             wake_scheduler=self.scheduler.wake,

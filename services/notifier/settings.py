@@ -20,6 +20,8 @@ class NotifierSettings(BaseSettings):
     # Pending window and send-time rules (seconds).
     grace_window_s: float = Field(default=60.0, ge=0)
     max_window_s: float = Field(default=300.0, ge=0)  # a steady trickle of messages cannot postpone forever
+    # The grace counts from the message's send; one heard of late (a backlog) still waits this long.
+    settle_s: float = Field(default=1.0, ge=0)
     idle_after_s: float = Field(default=300.0, ge=0)  # an "idle" recipient counts as away after this long
     presence_stale_s: float = Field(
         default=900.0, ge=0

@@ -228,15 +228,33 @@ async def test_a_batch_of_unread_events_decides_like_one_event_at_a_time(
     assert await unread_count(runtime.sessions, rid) == 0  # read, and the tombstoned one never added
 
     clock.advance(50)
-    late = unread(rid, conv, 2)  # at or below the read position: ignored
-    await runtime.consumer.handle_batch([late, unread(rid, conv, 3), unread(rid, conv, 4)])
+    late = unread(rid, conv, 2, at=clock.now)  # at or below the read position: ignored
+    await runtime.consumer.handle_batch(
+        [late, unread(rid, conv, 3, at=clock.now), unread(rid, conv, 4, at=clock.now)]
+    )
     thread = await thread_of(runtime.sessions, rid, conv)
     assert thread is not None and thread["opened_at"] == clock.now
     assert thread["due_at"] == clock.now + timedelta(seconds=60)
     clock.advance(50)
-    await runtime.consumer.handle_batch([unread(rid, conv, 5)])
+    await runtime.consumer.handle_batch([unread(rid, conv, 5, at=clock.now)])
     thread = await thread_of(runtime.sessions, rid, conv)
     # Extended by the burst, but never past opened + max window (50 + 90 - 50 s from now).
     assert thread is not None and thread["due_at"] == clock.now + timedelta(seconds=40)
     assert await unread_count(runtime.sessions, rid) == 3
     assert opened_at < thread["opened_at"]
+
+
+async def test_the_window_closes_one_grace_after_the_send_even_when_the_event_arrives_late(
+    notifier: StartNotifier, clock: FakeClock
+) -> None:
+    runtime = await notifier(clock=clock, grace_window_s=60, settle_s=1)
+    recipient = user()
+    rid, conv, backlogged = recipient.payload.user_id, uuid.uuid4(), uuid.uuid4()
+    sent = clock.now - timedelta(seconds=20)
+    await runtime.consumer.handle_batch(
+        [recipient, unread(rid, conv, 1, at=sent), unread(rid, backlogged, 1, at=sent - timedelta(hours=1))]
+    )
+    thread = await thread_of(runtime.sessions, rid, conv)
+    assert thread is not None and thread["due_at"] == sent + timedelta(seconds=60)
+    late = await thread_of(runtime.sessions, rid, backlogged)
+    assert late is not None and late["due_at"] == clock.now + timedelta(seconds=1)

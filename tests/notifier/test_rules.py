@@ -16,6 +16,7 @@ from services.notifier.domain.model import (
     Suppress,
     Thread,
     UnreadMessage,
+    Window,
 )
 from services.notifier.domain.rules import (
     choose_channel,
@@ -247,3 +248,29 @@ def test_there_is_no_fallback_when_the_role_forbids_it_or_nothing_else_is_usable
     assert fallback_channel(recipient(phone=None, sms_enabled=True), POLICY, failed="email") is None
     admin = recipient(role="ADMIN", phone="+14155550100", sms_enabled=True)  # admins: email only
     assert fallback_channel(admin, POLICY, failed="email") is None
+
+
+WINDOW = Window(grace=timedelta(seconds=60), max_window=timedelta(minutes=5), settle=timedelta(seconds=1))
+
+
+def test_the_grace_window_counts_from_the_send_not_from_when_the_notifier_heard_of_it() -> None:
+    sent = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    heard = sent + timedelta(seconds=20)
+    assert WINDOW.ends(sent_at=sent, now=heard) == sent + timedelta(seconds=60)
+
+
+def test_a_message_heard_of_after_its_grace_still_waits_the_settle_time() -> None:
+    sent = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    heard = sent + timedelta(minutes=10)  # a backlog: its read receipt may be right behind it
+    assert WINDOW.ends(sent_at=sent, now=heard) == heard + timedelta(seconds=1)
+
+
+def test_a_sender_clock_ahead_of_ours_never_lengthens_the_grace() -> None:
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    assert WINDOW.ends(sent_at=now + timedelta(minutes=3), now=now) == now + timedelta(seconds=60)
+
+
+def test_the_settle_time_never_exceeds_the_grace() -> None:
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    short = Window(grace=timedelta(0), max_window=timedelta(minutes=5), settle=timedelta(seconds=1))
+    assert short.ends(sent_at=now - timedelta(hours=1), now=now) == now

@@ -22,7 +22,7 @@ from services.notifier.adapters.tables import (
     threads,
     unread_messages,
 )
-from services.notifier.domain.model import Recipient, Thread, UnreadMessage
+from services.notifier.domain.model import Recipient, Thread, UnreadMessage, Window
 from shared.events import MessagePayload, MessageUnreadPayload, PresencePayload, UserPayload
 
 # --- per-recipient serialisation ----------------------------------------------
@@ -144,8 +144,7 @@ async def record_unread(
     session: AsyncSession,
     message: MessageUnreadPayload,
     now: datetime,
-    grace: timedelta,
-    max_window: timedelta,
+    window: Window,
 ) -> bool:
     """Open or extend the pending window of (recipient, conversation); False if already read."""
     thread = await _lock_thread(session, message.recipient_id, message.conversation_id)
@@ -170,12 +169,13 @@ async def record_unread(
         )
         .on_conflict_do_nothing()
     )
+    ends = window.ends(sent_at=message.created_at, now=now)
     if thread["due_at"] is None:
-        values: dict[str, Any] = {"opened_at": now, "due_at": now + grace, "defer_reason": None}
+        values: dict[str, Any] = {"opened_at": now, "due_at": ends, "defer_reason": None}
     else:
         # Extend for a burst, but never past the maximum window; a later deferral stays as it is.
         opened = thread["opened_at"] or now
-        values = {"due_at": max(thread["due_at"], min(now + grace, opened + max_window))}
+        values = {"due_at": max(thread["due_at"], min(ends, opened + window.max_window))}
     await session.execute(
         update(threads)
         .where(
@@ -238,8 +238,7 @@ async def record_unreads(
     session: AsyncSession,
     messages: Sequence[MessageUnreadPayload],
     now: datetime,
-    grace: timedelta,
-    max_window: timedelta,
+    window: Window,
 ) -> bool:
     """``record_unread`` for a run of consecutive events in five fixed statements (the consumer's
     batches): the same decisions, in the same order, on the locked threads' rows.
@@ -263,12 +262,13 @@ async def record_unreads(
         if m.seq <= thread["read_seq"] or m.message_id in tombstoned:
             continue
         fresh.append(m)
+        ends = window.ends(sent_at=m.created_at, now=now)
         if thread["due_at"] is None:
-            thread.update(opened_at=now, due_at=now + grace, defer_reason=None)
+            thread.update(opened_at=now, due_at=ends, defer_reason=None)
             opened_any = True
         else:
             opened = thread["opened_at"] or now
-            thread["due_at"] = max(thread["due_at"], min(now + grace, opened + max_window))
+            thread["due_at"] = max(thread["due_at"], min(ends, opened + window.max_window))
         changed.add(key)
     if fresh:
         await session.execute(

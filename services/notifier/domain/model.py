@@ -13,6 +13,22 @@ DeferReason = Literal["active", "cooldown", "quiet_hours", "unknown_recipient"]
 
 
 @dataclass(frozen=True)
+class Window:
+    """How long an unread message waits for its recipient before anyone is told."""
+
+    grace: timedelta
+    max_window: timedelta  # a steady trickle of messages cannot postpone the digest past this
+    settle: timedelta = timedelta(seconds=1)
+
+    def ends(self, *, sent_at: datetime, now: datetime) -> datetime:
+        """The end of a message's grace, counted from its send as the recipient lives it (the
+        time it took to reach us is not added), but never sooner than ``settle`` (at most the
+        grace) after we hear of it: after a backlog, a read receipt queued right behind the
+        message still lands first. A sender's clock ahead of ours counts as now."""
+        return max(min(sent_at, now) + self.grace, now + min(self.settle, self.grace))
+
+
+@dataclass(frozen=True)
 class Recipient:
     user_id: uuid.UUID
     display_name: str

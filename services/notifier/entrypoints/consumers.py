@@ -9,7 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.notifier.adapters.repository import record_unreads
 from services.notifier.adapters.tables import inbox
-from services.notifier.service_layer.events import Window, apply_event
+from services.notifier.domain.model import Window
+from services.notifier.service_layer.events import apply_event
 from services.notifier.service_layer.ports import Clock
 from shared.db import transaction
 from shared.events import EventBase, MessageUnread, MessageUnreadPayload
@@ -73,7 +74,6 @@ class NotifierConsumer(BatchConsumer):
             session=session,
             messages=unread,
             now=self.clock(),
-            grace=self.window.grace,
-            max_window=self.window.max_window,
+            window=self.window,
         )
         return opened and self.window.grace <= timedelta(0)

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifier.adapters import repository as repo
 from services.notifier.domain.digest import render_account_email, render_otp_sms
+from services.notifier.domain.model import Window
 from services.notifier.metrics import SUPPRESSED
 from shared.events import (
     EmailVerificationRequested,
@@ -37,12 +38,6 @@ class Effect:
     wake_dispatcher: bool = False
 
 
-@dataclass(frozen=True)
-class Window:
-    grace: timedelta
-    max_window: timedelta
-
-
 async def apply_event(*, session: AsyncSession, event: EventBase, now: datetime, window: Window) -> Effect:
     """Route one event; unknown types are ignored (the queue may carry more than we use)."""
     if isinstance(event, UserRegistered | UserUpdated):
@@ -64,9 +59,7 @@ async def apply_event(*, session: AsyncSession, event: EventBase, now: datetime,
             return Effect(wake_scheduler=due)
         return Effect()
     if isinstance(event, MessageUnread):
-        opened = await repo.record_unread(
-            session=session, message=event.payload, now=now, grace=window.grace, max_window=window.max_window
-        )
+        opened = await repo.record_unread(session=session, message=event.payload, now=now, window=window)
         return Effect(wake_scheduler=opened and window.grace <= timedelta(0))
     if isinstance(event, MessageRead):
         p = event.payload
