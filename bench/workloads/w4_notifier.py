@@ -56,6 +56,8 @@ async def run(ctx: Context) -> None:
         await close_all(admin_conns.clients)
     mails = ctx.sink.mails[first_mail:]
     extra: list[float] = []
+    by_second: dict[int, list[float]] = {}  # by the second of the send: where the tail comes from
+    start = min(engine.sched[i] for i in idx_of.values())
     seen: dict[str, int] = {}
     arrivals: list[float] = []
     others = 0
@@ -71,6 +73,7 @@ async def run(ctx: Context) -> None:
             conv = by_email[rcpt]
             sched = engine.sched[idx_of[conv.conversation_id]]
             extra.append((mail.t - sched - cfg.grace_window_s) * 1000.0)
+            by_second.setdefault(int(sched - start), []).append(extra[-1])
             arrivals.append(mail.t)
     arrivals.sort()
     span = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else 0.0
@@ -88,6 +91,7 @@ async def run(ctx: Context) -> None:
         "grace_window_s": cfg.grace_window_s,
         "offered_rate": cfg.rate,
         "extra_latency_ms": summarize(extra),
+        "extra_latency_by_send_second_ms": {str(k): summarize(v) for k, v in sorted(by_second.items())},
         "emails_per_s": round((len(arrivals) - 1) / span, 1) if span > 0 else None,
         "send_to_ack_ms": step.ack.summary(),
     }

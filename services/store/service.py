@@ -29,7 +29,7 @@ from services.store.adapters.rows import (
     state_of,
     write_outbox,
 )
-from services.store.adapters.sending import SEND_PATH, NewMessage, SendItem, SendWriter
+from services.store.adapters.sending import RETURNING_STATE, SEND_PATH, NewMessage, SendItem, SendWriter
 from services.store.domain.rules import (
     ConversationState,
     DomainError,
@@ -277,14 +277,15 @@ class StoreService:
                     body=request.body,
                     created_at=now,
                 )
-            await conn.execute(
+            created = await conn.execute(
                 text(
-                    """
+                    f"""
                     INSERT INTO store.conversations (id, user_id, admin_id, subject, status, client_id,
                         created_at, updated_at, last_activity_at, last_seq, last_message_preview,
                         user_read_seq, admin_unread, flood_window_start, flood_count)
                     VALUES (:id, :user_id, :admin_id, :subject, 'OPEN', :client_id, :now, :now, :now,
                         :last_seq, :preview, :user_read_seq, :admin_unread, :flood_window_start, :flood_count)
+                    {RETURNING_STATE}
                     """
                 ),
                 {
@@ -302,6 +303,7 @@ class StoreService:
                     "flood_count": conv.flood_count,
                 },
             )
+            row = created.mappings().one()
             payload = _payload(conv)
             outbox = [
                 self.rows.event(ConversationCreated(payload=payload)),
@@ -330,6 +332,7 @@ class StoreService:
                 outbox.extend(self.sender.message_rows(NewMessage(message, conv), names))
             await write_outbox(conn, outbox)
             view = await self._view(conn, conv.id, actor.user_id)
+        self.sender.remember(row)  # committed: the first reply can take the one-statement path
         self.on_commit()
         return OpenConversationResult(conversation=view, message=message)
 

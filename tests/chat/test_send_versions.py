@@ -52,7 +52,7 @@ async def conversation_row(engine: AsyncEngine, cid: uuid.UUID) -> dict[str, obj
     return dict(row._mapping)
 
 
-async def test_sends_to_a_conversation_this_store_last_wrote_take_the_one_statement_path(
+async def test_sends_to_a_conversation_this_store_opened_take_the_one_statement_path(
     engine: AsyncEngine,
 ) -> None:
     admin = await register(engine, "ADMIN")
@@ -62,14 +62,41 @@ async def test_sends_to_a_conversation_this_store_last_wrote_take_the_one_statem
     locked, unchanged = batches("locked"), batches("unchanged")
     results = [await send(store, user, cid, f"m{i}") for i in range(5)]
     assert [r.message.seq for r in results] == [1, 2, 3, 4, 5]
-    assert batches("locked") - locked == 1  # the first send learns the row's version
-    assert batches("unchanged") - unchanged == 4
+    assert batches("locked") - locked == 0  # the open remembered the row's version
+    assert batches("unchanged") - unchanged == 5
     assert await conversation_row(engine, cid) == {
         "last_seq": 5,
         "user_read_seq": 5,
         "admin_read_seq": 0,
         "user_unread": 0,
         "admin_unread": 5,
+        "status": "OPEN",
+    }
+
+
+async def test_a_reply_to_a_conversation_opened_with_a_message_counts_it_exactly(
+    engine: AsyncEngine,
+) -> None:
+    admin = await register(engine, "ADMIN")
+    opener = make_service(engine, fixed_admin_id=admin.user_id)
+    other = make_service(engine, fixed_admin_id=admin.user_id)
+    user = await register(engine)
+    opened = await opener.open_conversation(user, OpenConversation(subject="s", body="first"))
+    cid = opened.conversation.conversation_id
+    unchanged, locked = batches("unchanged"), batches("locked")
+    assert (await send(opener, admin, cid, "reply")).message.seq == 2
+    assert batches("unchanged") - unchanged == 1
+    assert (await send(other, user, cid, "again")).message.seq == 3  # the other replica: locked path
+    assert batches("locked") - locked == 1
+    stale = batches("stale")
+    assert (await send(opener, admin, cid, "late")).message.seq == 4  # its memory is stale now
+    assert batches("stale") - stale == 1
+    assert await conversation_row(engine, cid) == {
+        "last_seq": 4,
+        "user_read_seq": 3,
+        "admin_read_seq": 4,
+        "user_unread": 1,
+        "admin_unread": 0,
         "status": "OPEN",
     }
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -54,13 +55,17 @@ from shared.events import (
 
 # The send path speaks asyncpg directly (numbered parameters, prepared and cached per connection):
 # SQLAlchemy's per-statement cost was a third of the store's CPU per message.
-LOCK_CONVERSATIONS = """
-    SELECT id, user_id, admin_id, status, subject, last_seq, flood_window_start, flood_count,
-           user_read_seq, admin_read_seq, user_unread, admin_unread
+# Every column the send rules read (``state_of_record``).
+STATE_COLUMNS = """id, user_id, admin_id, status, subject, last_seq, flood_window_start, flood_count,
+    user_read_seq, admin_read_seq, user_unread, admin_unread"""
+LOCK_CONVERSATIONS = f"""
+    SELECT {STATE_COLUMNS}
     FROM store.conversations WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
 """
 # A row version: xmin changes with every update of the row, whoever makes it.
 VERSION = "xmin::text::bigint"
+# For a statement that writes a conversation: what ``SendWriter.remember`` needs of the row.
+RETURNING_STATE = f"RETURNING {STATE_COLUMNS}, {VERSION} AS version"
 EXISTING = """
     SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.client_id, m.body,
            m.created_at, m.edited_at, m.deleted_at
@@ -233,6 +238,16 @@ class SendWriter:
         SEND_PATH.labels("unchanged").inc()
         return outcomes
 
+    def remember(self, row: Mapping[Any, Any]) -> None:
+        """A conversation row this process just wrote and committed (``RETURNING_STATE``): the
+        next send to it can take the fast path."""
+        self._remember(state_of_record(row), row["version"])
+
+    def _remember(self, conv: ConversationState, version: int) -> None:
+        if len(self._known) > KNOWN_MAX:
+            self._known.clear()
+        self._known[conv.id] = (replace(conv, new_seqs=[], reopened=False), version)
+
     def forget(self, conv_id: uuid.UUID) -> None:
         """This process changed the row elsewhere: the next send takes the locked path at once."""
         self._known.pop(conv_id, None)
@@ -350,11 +365,8 @@ class SendWriter:
         # Every column the rules read was just written, so the state is the row: remember it and its
         # new version. (Inside a transaction that may still roll back, a version that never commits
         # only costs one failed fast attempt.)
-        if len(self._known) > KNOWN_MAX:
-            self._known.clear()
         for row in rows:
-            conv = convs[row["id"]]
-            self._known[conv.id] = (replace(conv, new_seqs=[], reopened=False), row["version"])
+            self._remember(convs[row["id"]], row["version"])
         return True
 
     async def _names(self, pg: asyncpg.Connection, senders: set[uuid.UUID]) -> dict[uuid.UUID, str]:
