@@ -70,11 +70,11 @@ class Broker:
         await channel.set_qos(prefetch_count=prefetch or self.prefetch)
         return channel
 
-    async def publish_channel(self) -> AbstractRobustChannel:
-        """A fresh confirm channel on the publishing connection (RPC clients own one each)."""
+    async def publish_channel(self, *, confirms: bool = True) -> AbstractRobustChannel:
+        """A fresh channel on the publishing connection (RPC clients and servers own one each)."""
         if self._publish_conn is None:
             raise RuntimeError("broker not started")
-        return await self._publish_conn.channel(publisher_confirms=True)
+        return await self._publish_conn.channel(publisher_confirms=confirms)
 
     def is_ready(self) -> bool:
         return all(

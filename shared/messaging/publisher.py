@@ -1,4 +1,5 @@
-"""Confirmed, persistent publishing: a publish returns only after the broker took the message."""
+"""Persistent publishing: on a confirm channel a publish returns only after the broker took the
+message (RPC replies alone go out on a channel without confirms)."""
 
 from __future__ import annotations
 

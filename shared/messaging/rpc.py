@@ -141,7 +141,10 @@ class RpcServer:
         self._channel = await self.broker.consumer_channel()
         self._queue = await declare_rpc_queue(self._channel, self.broker.topology, self.service)
         # Replies go out on the publishing connection: an alarm then blocks replies, not intake.
-        self._publisher = Publisher(await self.broker.publish_channel(), self.broker.topology)
+        # Unconfirmed: a lost reply makes the caller time out and retry (requests are idempotent),
+        # so a confirm would only hold the request's ack back by a broker round trip.
+        channel = await self.broker.publish_channel(confirms=False)
+        self._publisher = Publisher(channel, self.broker.topology)
         await self._queue.consume(self._on_request)
 
     async def stop(self) -> None:
