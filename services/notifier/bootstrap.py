@@ -115,7 +115,7 @@ class NotifierRuntime:
             ),
             clock=self.clock,
             wake_scheduler=self.scheduler.wake,
-            wake_dispatcher=lambda: self.dispatcher.wake(urgent=True),  # codes and account links
+            wake_dispatcher=self.dispatcher.wake,
         )
         self.rpc = RpcServer(self.broker, "notifier", make_handlers(self.sessions))
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -193,52 +192,6 @@ async def test_account_emails_go_out_at_once_with_their_link(
     assert link in mail.text()
     row = await _final(runtime, uid)
     assert row["status"] == "sent" and row["body_text"] is None  # the token does not stay behind
-
-
-async def test_busy_senders_claim_digests_a_few_slots_at_a_time_but_an_account_email_at_once(
-    notifier: StartNotifier, publish: Publish, smtp: SmtpServer
-) -> None:
-    runtime = await notifier(send_concurrency=8)  # digests are claimed once 2 slots are free
-    smtp.sink.flowing.clear()  # every DATA is held: the senders stay busy
-    recipients = [user() for _ in range(8)]
-    for recipient in recipients:
-        await publish(recipient)
-    for recipient in recipients[:7]:
-        await publish(unread(recipient.payload.user_id, uuid.uuid4(), 1))
-
-    async def statuses(rid: uuid.UUID) -> list[str]:
-        return [row["status"] for row in await notifications_of(runtime.sessions, rid)]
-
-    async def sending(count: int) -> bool:
-        found = [await statuses(r.payload.user_id) for r in recipients[:7]]
-        return sum(s == ["sending"] for s in found) == count
-
-    await wait_until(lambda: sending(7), what="7 digests in flight")
-    waiting = recipients[7].payload.user_id
-    await publish(unread(waiting, uuid.uuid4(), 1))
-    await wait_until(lambda: _is(statuses(waiting), ["queued"]), what="the 8th digest queued")
-    uid = uuid.uuid4()
-    await publish(
-        EmailVerificationRequested(
-            payload=AccountEmailPayload(
-                user_id=uid,
-                email="waiting.for.a.link@example.test",
-                link="https://chat.example/account/confirm?token=t",
-                expires_at=datetime.now(UTC) + timedelta(hours=1),
-            )
-        )
-    )
-    await wait_until(lambda: _is(statuses(uid), ["sending"]), what="the account email claimed")
-    assert await statuses(waiting) == ["queued"]  # one slot was free: not enough for a digest claim
-
-    smtp.sink.flowing.set()
-    await smtp.sink.wait_for(9)
-    for rid in [r.payload.user_id for r in recipients] + [uid]:
-        assert (await _final(runtime, rid))["status"] == "sent"
-
-
-async def _is(found: Awaitable[list[str]], wanted: list[str]) -> bool:
-    return await found == wanted
 
 
 async def test_support_rpc_lists_recent_notifications_for_admins_only(

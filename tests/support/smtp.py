@@ -6,7 +6,6 @@ import asyncio
 import email
 import email.policy
 import socket
-import threading
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
@@ -38,20 +37,13 @@ class Received:
 
 @dataclass
 class SmtpSink:
-    """Collects messages; ``fail_next`` lets a test answer the next DATA with an SMTP error, and
-    clearing ``flowing`` holds every DATA unanswered (senders stay busy) until it is set again."""
+    """Collects messages; ``fail_next`` lets a test answer the next DATA with an SMTP error."""
 
     messages: list[Received] = field(default_factory=list)
     fail_next: list[str] = field(default_factory=list)
-    flowing: threading.Event = field(default_factory=threading.Event)
     _arrived: asyncio.Condition | None = None
 
-    def __post_init__(self) -> None:
-        self.flowing.set()
-
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        while not self.flowing.is_set():  # the server runs in its own thread and loop
-            await asyncio.sleep(0.01)
         if self.fail_next:
             return self.fail_next.pop(0)
         raw = envelope.original_content or envelope.content or b""

@@ -97,17 +97,11 @@ class Dispatcher:
         self.shutdown_grace_s = shutdown_grace_s
         self.policy = policy  # with ``digest``: enables the fallback channel after a clear refusal
         self.digest = digest
-        # Claim when this many slots are free (or none is busy): one claim per few sends, not one
-        # per finished send. Urgent work (codes, account links) is claimed at once regardless.
-        self.claim_min = max(1, concurrency // 4)
         self._wake = asyncio.Event()
-        self._urgent = False
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
 
-    def wake(self, *, urgent: bool = False) -> None:
-        """New work is queued; ``urgent`` when it may hold a code or a link someone waits for."""
-        self._urgent |= urgent
+    def wake(self) -> None:
         self._wake.set()
 
     def start(self) -> None:
@@ -142,9 +136,6 @@ class Dispatcher:
     async def _fill(self) -> bool:
         """Claim up to the free slots (OTPs even when full) and start them; True if slots filled up."""
         free = self.concurrency - len(self._inflight)
-        urgent, self._urgent = self._urgent, False
-        if self._inflight and free < self.claim_min and not urgent:
-            return False  # a finished send frees its slot; the claim waits for a few of them
         rows = await self._claim(max(free, 1), urgent_only=free <= 0)
         if not rows:
             return False
