@@ -52,6 +52,16 @@ async def conversation_row(engine: AsyncEngine, cid: uuid.UUID) -> dict[str, obj
     return dict(row._mapping)
 
 
+async def two_replicas(
+    engine: AsyncEngine, **settings: object
+) -> tuple[Actor, StoreService, StoreService, Actor]:
+    """An administrator, two store replicas that assign consultations to them, and a user."""
+    admin = await register(engine, "ADMIN")
+    first = make_service(engine, fixed_admin_id=admin.user_id, **settings)
+    second = make_service(engine, fixed_admin_id=admin.user_id, **settings)
+    return admin, first, second, await register(engine)
+
+
 async def test_sends_to_a_conversation_this_store_opened_take_the_one_statement_path(
     engine: AsyncEngine,
 ) -> None:
@@ -77,10 +87,7 @@ async def test_sends_to_a_conversation_this_store_opened_take_the_one_statement_
 async def test_a_reply_to_a_conversation_opened_with_a_message_counts_it_exactly(
     engine: AsyncEngine,
 ) -> None:
-    admin = await register(engine, "ADMIN")
-    opener = make_service(engine, fixed_admin_id=admin.user_id)
-    other = make_service(engine, fixed_admin_id=admin.user_id)
-    user = await register(engine)
+    admin, opener, other, user = await two_replicas(engine)
     opened = await opener.open_conversation(user, OpenConversation(subject="s", body="first"))
     cid = opened.conversation.conversation_id
     unchanged, locked = batches("unchanged"), batches("locked")
@@ -104,10 +111,7 @@ async def test_a_reply_to_a_conversation_opened_with_a_message_counts_it_exactly
 async def test_two_replicas_taking_turns_on_one_conversation_keep_seq_gapless_and_counts_exact(
     engine: AsyncEngine,
 ) -> None:
-    admin = await register(engine, "ADMIN")
-    first = make_service(engine, fixed_admin_id=admin.user_id, flood_cap_per_minute=1000)
-    second = make_service(engine, fixed_admin_id=admin.user_id, flood_cap_per_minute=1000)
-    user = await register(engine)
+    admin, first, second, user = await two_replicas(engine, flood_cap_per_minute=1000)
     cid = (await first.open_conversation(user, OpenConversation(subject="s"))).conversation.conversation_id
     stale = batches("stale")
     for i in range(6):  # in turn: each replica's memory is stale every time
@@ -133,10 +137,7 @@ async def test_two_replicas_taking_turns_on_one_conversation_keep_seq_gapless_an
 
 
 async def test_a_read_receipt_taken_by_another_replica_survives_the_next_send(engine: AsyncEngine) -> None:
-    admin = await register(engine, "ADMIN")
-    sender = make_service(engine, fixed_admin_id=admin.user_id)
-    reader = make_service(engine, fixed_admin_id=admin.user_id)
-    user = await register(engine)
+    admin, sender, reader, user = await two_replicas(engine)
     cid = (await sender.open_conversation(user, OpenConversation(subject="s"))).conversation.conversation_id
     for i in range(3):
         await send(sender, user, cid, f"r{i}")
@@ -152,10 +153,7 @@ async def test_a_read_receipt_taken_by_another_replica_survives_the_next_send(en
 async def test_a_conversation_closed_by_another_replica_refuses_the_next_administrator_send(
     engine: AsyncEngine,
 ) -> None:
-    admin = await register(engine, "ADMIN")
-    sender = make_service(engine, fixed_admin_id=admin.user_id)
-    closer = make_service(engine, fixed_admin_id=admin.user_id)
-    user = await register(engine)
+    admin, sender, closer, user = await two_replicas(engine)
     cid = (await sender.open_conversation(user, OpenConversation(subject="s"))).conversation.conversation_id
     await send(sender, admin, cid, "before")
     await closer.update_conversation(admin, UpdateConversation(conversation_id=cid, status="CLOSED"))
