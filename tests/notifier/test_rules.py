@@ -274,3 +274,16 @@ def test_the_settle_time_never_exceeds_the_grace() -> None:
     now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
     short = Window(grace=timedelta(0), max_window=timedelta(minutes=5), settle=timedelta(seconds=1))
     assert short.ends(sent_at=now - timedelta(hours=1), now=now) == now
+
+
+def test_a_burst_extends_an_open_window_but_never_past_the_maximum_window() -> None:
+    opened = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    current = opened + timedelta(seconds=60)
+    sent = opened + timedelta(minutes=1)
+    extended = WINDOW.due(current=current, opened_at=opened, sent_at=sent, now=sent + timedelta(seconds=5))
+    assert extended == opened + timedelta(minutes=2)  # the later message's own grace end
+    now = opened + timedelta(minutes=4, seconds=30)
+    capped = WINDOW.due(current=current, opened_at=opened, sent_at=now, now=now)
+    assert capped == opened + timedelta(minutes=5)  # not now + 60 s: the maximum window
+    deferred = opened + timedelta(hours=1)  # a deferral further out stays
+    assert WINDOW.due(current=deferred, opened_at=opened, sent_at=now, now=now) == deferred

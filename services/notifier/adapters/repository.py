@@ -169,13 +169,13 @@ async def record_unread(
         )
         .on_conflict_do_nothing()
     )
-    ends = window.ends(sent_at=message.created_at, now=now)
+    due = window.due(
+        current=thread["due_at"], opened_at=thread["opened_at"], sent_at=message.created_at, now=now
+    )
     if thread["due_at"] is None:
-        values: dict[str, Any] = {"opened_at": now, "due_at": ends, "defer_reason": None}
+        values: dict[str, Any] = {"opened_at": now, "due_at": due, "defer_reason": None}
     else:
-        # Extend for a burst, but never past the maximum window; a later deferral stays as it is.
-        opened = thread["opened_at"] or now
-        values = {"due_at": max(thread["due_at"], min(ends, opened + window.max_window))}
+        values = {"due_at": due}
     await session.execute(
         update(threads)
         .where(
@@ -262,13 +262,14 @@ async def record_unreads(
         if m.seq <= thread["read_seq"] or m.message_id in tombstoned:
             continue
         fresh.append(m)
-        ends = window.ends(sent_at=m.created_at, now=now)
+        due = window.due(
+            current=thread["due_at"], opened_at=thread["opened_at"], sent_at=m.created_at, now=now
+        )
         if thread["due_at"] is None:
-            thread.update(opened_at=now, due_at=ends, defer_reason=None)
+            thread.update(opened_at=now, due_at=due, defer_reason=None)
             opened_any = True
         else:
-            opened = thread["opened_at"] or now
-            thread["due_at"] = max(thread["due_at"], min(ends, opened + window.max_window))
+            thread["due_at"] = due
         changed.add(key)
     if fresh:
         await session.execute(

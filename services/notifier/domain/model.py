@@ -27,6 +27,17 @@ class Window:
         message still lands first. A sender's clock ahead of ours counts as now."""
         return max(min(sent_at, now) + self.grace, now + min(self.settle, self.grace))
 
+    def due(
+        self, *, current: datetime | None, opened_at: datetime | None, sent_at: datetime, now: datetime
+    ) -> datetime:
+        """When a thread falls due after one more unread message: that message's grace end, or,
+        for a window already open (due at ``current``), extended to it but never past the
+        maximum window (a deferral already further out stays as it is)."""
+        ends = self.ends(sent_at=sent_at, now=now)
+        if current is None:
+            return ends
+        return max(current, min(ends, (opened_at or now) + self.max_window))
+
 
 @dataclass(frozen=True)
 class Recipient:
