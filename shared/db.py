@@ -90,6 +90,21 @@ async def driver_transaction(engine: AsyncEngine) -> AsyncIterator[asyncpg.Conne
         yield pg
 
 
+async def session_driver(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under ``session``'s transaction, for hot fixed statements inside it.
+
+    SQLAlchemy's asyncpg adapter begins its transaction lazily, at its first statement: when
+    nothing ran yet, one is run here so that what follows is inside the transaction, not
+    autocommitted on its own.
+    """
+    conn = await session.connection()
+    raw = await conn.get_raw_connection()
+    pg: asyncpg.Connection = raw.driver_connection
+    if not pg.is_in_transaction():
+        await conn.exec_driver_sql("SELECT 1")
+    return pg
+
+
 async def database_ready(engine: AsyncEngine) -> bool:
     try:
         async with engine.connect() as conn:

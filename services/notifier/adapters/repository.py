@@ -23,6 +23,7 @@ from services.notifier.adapters.tables import (
     unread_messages,
 )
 from services.notifier.domain.model import Recipient, Thread, UnreadMessage, Window
+from shared.db import session_driver
 from shared.events import MessagePayload, MessageUnreadPayload, PresencePayload, UserPayload
 
 # --- per-recipient serialisation ----------------------------------------------
@@ -187,50 +188,39 @@ async def record_unread(
     return True
 
 
-_OPEN_THREADS = text(
-    """
+# The hot event's statements run on the session's asyncpg connection, inside its transaction:
+# SQLAlchemy's per-statement work cost more than the statements themselves.
+_OPEN_THREADS = """
     INSERT INTO notifier.threads (recipient_id, conversation_id)
-    SELECT * FROM unnest(CAST(:recipients AS uuid[]), CAST(:conversations AS uuid[]))
+    SELECT * FROM unnest($1::uuid[], $2::uuid[])
     ON CONFLICT DO NOTHING
-    """
-)
+"""
 
 # Locked in key order, like every batch: two batches never wait on each other in a cycle.
-_LOCK_THREADS = text(
-    """
+_LOCK_THREADS = """
     SELECT t.recipient_id, t.conversation_id, t.read_seq, t.due_at, t.opened_at, t.defer_reason
     FROM notifier.threads t
-    JOIN unnest(CAST(:recipients AS uuid[]), CAST(:conversations AS uuid[])) AS k(r, c)
-      ON t.recipient_id = k.r AND t.conversation_id = k.c
+    JOIN unnest($1::uuid[], $2::uuid[]) AS k(r, c) ON t.recipient_id = k.r AND t.conversation_id = k.c
     ORDER BY t.recipient_id, t.conversation_id
     FOR UPDATE OF t
-    """
-)
+"""
 
-_TOMBSTONED = text(
-    "SELECT message_id FROM notifier.message_tombstones WHERE message_id = ANY(CAST(:ids AS uuid[]))"
-)
+_TOMBSTONED = "SELECT message_id FROM notifier.message_tombstones WHERE message_id = ANY($1::uuid[])"
 
-_INSERT_UNREAD = text(
-    """
+_INSERT_UNREAD = """
     INSERT INTO notifier.unread_messages
         (recipient_id, conversation_id, seq, message_id, sender_id, sender_name, body, created_at)
-    SELECT * FROM unnest(CAST(:recipients AS uuid[]), CAST(:conversations AS uuid[]),
-                         CAST(:seqs AS bigint[]), CAST(:ids AS uuid[]), CAST(:senders AS uuid[]),
-                         CAST(:names AS text[]), CAST(:bodies AS text[]), CAST(:created AS timestamptz[]))
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::uuid[], $5::uuid[], $6::text[],
+                         $7::text[], $8::timestamptz[])
     ON CONFLICT DO NOTHING
-    """
-)
+"""
 
-_SET_WINDOWS = text(
-    """
+_SET_WINDOWS = """
     UPDATE notifier.threads t SET opened_at = v.opened_at, due_at = v.due_at, defer_reason = v.defer_reason
-    FROM unnest(CAST(:recipients AS uuid[]), CAST(:conversations AS uuid[]),
-                CAST(:opened AS timestamptz[]), CAST(:due AS timestamptz[]), CAST(:reasons AS text[]))
+    FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::timestamptz[], $5::text[])
          AS v(recipient_id, conversation_id, opened_at, due_at, defer_reason)
     WHERE t.recipient_id = v.recipient_id AND t.conversation_id = v.conversation_id
-    """
-)
+"""
 
 
 async def record_unreads(
@@ -245,14 +235,16 @@ async def record_unreads(
     True when any of them opened a pending window."""
     if not messages:
         return False
+    pg = await session_driver(session)
     keys = sorted({(m.recipient_id, m.conversation_id) for m in messages})
-    pairs = {"recipients": [r for r, _ in keys], "conversations": [c for _, c in keys]}
-    await session.execute(_OPEN_THREADS, pairs)
-    locked = await session.execute(_LOCK_THREADS, pairs)
-    state = {(row["recipient_id"], row["conversation_id"]): dict(row) for row in locked.mappings()}
-    tombstoned = set(
-        (await session.execute(_TOMBSTONED, {"ids": list({m.message_id for m in messages})})).scalars()
-    )
+    pairs = ([r for r, _ in keys], [c for _, c in keys])
+    await pg.execute(_OPEN_THREADS, *pairs)
+    state = {
+        (row["recipient_id"], row["conversation_id"]): dict(row.items())
+        for row in await pg.fetch(_LOCK_THREADS, *pairs)
+    }
+    ids = list({m.message_id for m in messages})
+    tombstoned = {row["message_id"] for row in await pg.fetch(_TOMBSTONED, ids)}
     fresh: list[MessageUnreadPayload] = []
     changed: set[tuple[uuid.UUID, uuid.UUID]] = set()
     opened_any = False
@@ -272,29 +264,25 @@ async def record_unreads(
             thread["due_at"] = due
         changed.add(key)
     if fresh:
-        await session.execute(
+        await pg.execute(
             _INSERT_UNREAD,
-            {
-                "recipients": [m.recipient_id for m in fresh],
-                "conversations": [m.conversation_id for m in fresh],
-                "seqs": [m.seq for m in fresh],
-                "ids": [m.message_id for m in fresh],
-                "senders": [m.sender_id for m in fresh],
-                "names": [m.sender_name for m in fresh],
-                "bodies": [m.body[:2000] for m in fresh],
-                "created": [m.created_at for m in fresh],
-            },
+            [m.recipient_id for m in fresh],
+            [m.conversation_id for m in fresh],
+            [m.seq for m in fresh],
+            [m.message_id for m in fresh],
+            [m.sender_id for m in fresh],
+            [m.sender_name for m in fresh],
+            [m.body[:2000] for m in fresh],
+            [m.created_at for m in fresh],
         )
         rows = [state[key] for key in sorted(changed)]
-        await session.execute(
+        await pg.execute(
             _SET_WINDOWS,
-            {
-                "recipients": [r["recipient_id"] for r in rows],
-                "conversations": [r["conversation_id"] for r in rows],
-                "opened": [r["opened_at"] for r in rows],
-                "due": [r["due_at"] for r in rows],
-                "reasons": [r["defer_reason"] for r in rows],
-            },
+            [r["recipient_id"] for r in rows],
+            [r["conversation_id"] for r in rows],
+            [r["opened_at"] for r in rows],
+            [r["due_at"] for r in rows],
+            [r["defer_reason"] for r in rows],
         )
     return opened_any
 
