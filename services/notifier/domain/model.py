@@ -18,7 +18,7 @@ class Window:
 
     grace: timedelta
     max_window: timedelta  # a steady trickle of messages cannot postpone the digest past this
-    settle: timedelta = timedelta(seconds=1)
+    settle: timedelta  # NOTIFIER_SETTLE_S
 
     def ends(self, *, sent_at: datetime, now: datetime) -> datetime:
         """The end of a message's grace, counted from its send as the recipient lives it (the
