@@ -116,11 +116,16 @@ def _headers(raw: object) -> dict[str, Any] | None:
     return raw
 
 
-def _pack_key(row: asyncpg.Record) -> tuple[str, str, bool] | None:
-    """Events (an id, no headers) with the same exchange, key and durability pack together."""
-    if row["message_id"] is None or row.get("headers") is not None:
-        return None
-    return (row["exchange"], row["routing_key"], row["persistent"])
+def _events_in(row: asyncpg.Record) -> int | None:
+    """How many events a row carries when it may join a pack: an event (an id, no headers) is
+    one, a pack its writer made (no headers but ``PACKED_HEADER``) its count; anything else none."""
+    raw = row.get("headers")
+    if raw is None:
+        return None if row["message_id"] is None else 1
+    headers = _headers(raw)
+    if row["message_id"] is None and headers is not None and headers.keys() == {PACKED_HEADER}:
+        return int(headers[PACKED_HEADER])
+    return None
 
 
 def _size(row: asyncpg.Record) -> int:
@@ -214,20 +219,35 @@ class OutboxRelay:
             if not claimed:
                 return 0
             rows = sorted(claimed, key=lambda r: r["id"])
+            events = {row["id"]: _events_in(row) for row in rows}
+
+            def pack_key(row: asyncpg.Record) -> tuple[str, str, bool] | None:
+                """Events and packs with the same exchange, key and durability pack together."""
+                if events[row["id"]] is None:
+                    return None
+                return (row["exchange"], row["routing_key"], row["persistent"])
+
             # Confirms in flight together; frames still reach the broker in id order.
-            await asyncio.gather(*(self._publish(run) for run in runs(rows, _pack_key, _size)))
+            await asyncio.gather(
+                *(
+                    self._publish(run, events)
+                    for run in runs(rows, pack_key, _size, lambda row: events[row["id"]] or 1)
+                )
+            )
         self.published += len(rows)
         return len(rows)
 
-    async def _publish(self, run: list[asyncpg.Record]) -> None:
-        """One row as it is, or a run of events as one pack (``shared.messaging.packing``)."""
+    async def _publish(self, run: list[asyncpg.Record], events: dict[int, int | None]) -> None:
+        """One row as it is, or a run of events and packs as one pack (``shared.messaging.packing``)."""
         first = run[0]
         if len(run) == 1:
             body, message_id = bytes(first["body"]), first["message_id"]
             headers = _headers(first.get("headers"))
         else:
-            body, message_id = pack([bytes(r["body"]) for r in run]), None
-            headers = {PACKED_HEADER: len(run)}
+            # A pack's events go in without its brackets: a pack of packs is one flat array.
+            members = [bytes(r["body"]) if events[r["id"]] == 1 else bytes(r["body"])[1:-1] for r in run]
+            body, message_id = pack(members), None
+            headers = {PACKED_HEADER: sum(events[r["id"]] or 0 for r in run)}
         await self.broker.publisher.publish(
             first["exchange"],
             first["routing_key"],

@@ -28,24 +28,35 @@ def is_packed(headers: Mapping[str, Any] | None) -> bool:
     return bool((headers or {}).get(PACKED_HEADER))
 
 
-def runs(rows: Iterable[R], key: Callable[[R], object | None], size: Callable[[R], int]) -> list[list[R]]:
-    """Split ``rows`` (in order) into runs of equal ``key``; a ``None`` key is never packed."""
+def runs(
+    rows: Iterable[R],
+    key: Callable[[R], object | None],
+    size: Callable[[R], int],
+    events: Callable[[R], int] = lambda _row: 1,
+) -> list[list[R]]:
+    """Split ``rows`` (in order) into runs of equal ``key``; a ``None`` key is never packed.
+
+    A run stays within ``MAX_PACK_EVENTS`` events (``events``: how many a row holds, when rows
+    may be packs already) and ``MAX_PACK_BYTES``.
+    """
     out: list[list[R]] = []
     run_key: object | None = None
-    run_bytes = 0
+    run_bytes = run_events = 0
     for row in rows:
         k = key(row)
         n = size(row)
+        e = events(row)
         if (
             out
             and k is not None
             and k == run_key
-            and len(out[-1]) < MAX_PACK_EVENTS
+            and run_events + e <= MAX_PACK_EVENTS
             and run_bytes + n <= MAX_PACK_BYTES
         ):
             out[-1].append(row)
             run_bytes += n
+            run_events += e
             continue
         out.append([row])
-        run_key, run_bytes = k, n
+        run_key, run_bytes, run_events = k, n, e
     return out

@@ -6,7 +6,8 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import MetaData, Table, text
+from sqlalchemy import Column, MetaData, Table, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import make_engine
@@ -32,10 +33,12 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
-@pytest.fixture
-async def outbox(engine: AsyncEngine) -> AsyncIterator[Table]:
+async def scratch_outbox(engine: AsyncEngine, *, headers: bool) -> AsyncIterator[Table]:
+    """An outbox table in its own schema, dropped afterwards; ``headers`` as the store's has."""
     schema = f"kt_{uuid.uuid4().hex[:8]}"
     table = outbox_table(MetaData(schema=schema))
+    if headers:
+        table.append_column(Column("headers", JSONB, nullable=True))
     async with engine.begin() as conn:
         await conn.execute(text(f"CREATE SCHEMA {schema}"))
         await conn.run_sync(table.metadata.create_all)
@@ -44,3 +47,15 @@ async def outbox(engine: AsyncEngine) -> AsyncIterator[Table]:
     yield table
     async with engine.begin() as conn:
         await conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+
+
+@pytest.fixture
+async def outbox(engine: AsyncEngine) -> AsyncIterator[Table]:
+    async for table in scratch_outbox(engine, headers=False):
+        yield table
+
+
+@pytest.fixture
+async def outbox_with_headers(engine: AsyncEngine) -> AsyncIterator[Table]:
+    async for table in scratch_outbox(engine, headers=True):
+        yield table

@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
-from sqlalchemy import Table, func, select
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import asyncpg_dsn, make_engine
 from shared.events import MessageRead, MessageReadPayload, parse_event_pack
 from shared.messaging.connection import Broker
-from shared.messaging.packing import MAX_PACK_EVENTS, is_packed
+from shared.messaging.packing import MAX_PACK_EVENTS, PACKED_HEADER, is_packed, pack
 from shared.outbox import OutboxRelay, add_to_outbox, event_row
 
 pytestmark = pytest.mark.timeout(60)
@@ -61,6 +61,16 @@ async def collected(broker: Broker) -> AsyncIterator[Collector]:
     await queue.consume(collector)
     yield collector
     await channel.close()
+
+
+def packed_row(part: list[MessageRead], exchange: str) -> dict[str, object]:
+    """An outbox row holding several events, as the store writes a batch's events."""
+    return {
+        **event_row(part[0], exchange).values(),
+        "body": pack([e.to_json() for e in part]),
+        "message_id": None,
+        "headers": {PACKED_HEADER: len(part)},
+    }
 
 
 def make_relay(
@@ -222,3 +232,43 @@ async def test_a_relay_whose_writers_wake_it_ignores_its_own_notifies_but_not_an
     finally:
         await other.dispose()
     assert collected.ids == [str(own.id), str(foreign.id), str(woken.id)]
+
+
+async def test_packs_a_writer_made_join_single_events_of_their_key_as_one_flat_pack_in_order(
+    engine: AsyncEngine, outbox_with_headers: Table, broker: Broker, collected: Collector, database_url: str
+) -> None:
+    events = [read_event(i) for i in range(6)]
+    exchange = broker.topology.events_exchange
+    rows = [
+        {**event_row(events[0], exchange).values(), "headers": None},
+        packed_row(events[1:3], exchange),
+        {**event_row(events[3], exchange).values(), "headers": None},
+        packed_row(events[4:6], exchange),
+    ]
+    relay = make_relay(engine, outbox_with_headers, broker, database_url)
+    async with running(relay):
+        async with engine.begin() as conn:
+            await conn.execute(insert(outbox_with_headers), rows)
+        relay.wake()
+        await collected.wait_for(len(events))
+        assert await outbox_settles_at(engine, outbox_with_headers, 0) == 0
+    assert collected.ids == [str(e.id) for e in events]
+    assert collected.messages == 1
+    assert len(parse_event_pack(collected.bodies[0])) == 6  # one flat array, not a pack of packs
+
+
+async def test_a_pack_never_grows_past_the_event_limit_when_its_rows_are_packs(
+    engine: AsyncEngine, outbox_with_headers: Table, broker: Broker, collected: Collector, database_url: str
+) -> None:
+    per_row = MAX_PACK_EVENTS // 2 + 1  # two such rows exceed the limit together
+    events = [read_event(i) for i in range(2 * per_row)]
+    exchange = broker.topology.events_exchange
+    rows = [packed_row(part, exchange) for part in (events[:per_row], events[per_row:])]
+    relay = make_relay(engine, outbox_with_headers, broker, database_url)
+    async with running(relay):
+        async with engine.begin() as conn:
+            await conn.execute(insert(outbox_with_headers), rows)
+        relay.wake()
+        await collected.wait_for(len(events))
+    assert collected.ids == [str(e.id) for e in events]
+    assert collected.messages == 2

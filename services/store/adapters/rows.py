@@ -31,6 +31,7 @@ from shared.commands import (
     user_key,
 )
 from shared.events import ConversationPayload, EventBase, MessagePayload
+from shared.messaging.packing import PACKED_HEADER, pack, runs
 from shared.messaging.topology import Topology
 
 OutboxValues = dict[str, Any]
@@ -52,6 +53,25 @@ class Rows:
             "persistent": True,
             "headers": None,
         }
+
+    def packed(self, events: list[OutboxValues]) -> list[OutboxValues]:
+        """Events as one row per run of a type, as the relay would publish them anyway
+        (``shared.messaging.packing``): a batch writes and deletes two rows, not two per message.
+        Each event keeps its id inside the pack."""
+        out: list[OutboxValues] = []
+        for run in runs(events, lambda row: row["routing_key"], lambda row: len(row["body"])):
+            if len(run) == 1:
+                out.append(run[0])
+                continue
+            out.append(
+                {
+                    **run[0],
+                    "body": pack([row["body"] for row in run]),
+                    "message_id": None,
+                    "headers": {PACKED_HEADER: len(run)},
+                }
+            )
+        return out
 
     def delivery(
         self,

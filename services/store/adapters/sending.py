@@ -334,9 +334,9 @@ class SendWriter:
         events = [row for new in created for row in self.message_events(new, names)]
         deliveries.extend(self.message_delivery(new) for new in created)
         # Deliveries first: the relay publishes in id order, and the people waiting are the recipients.
-        # Events grouped by type (stable, so each type keeps message order): the relay packs runs.
+        # Events grouped by type (stable, so each type keeps message order), written as packs.
         events.sort(key=lambda row: str(row["routing_key"]))
-        outbox = [*bundles(self.rows.delivery_exchange, deliveries), *outbox, *events]
+        outbox = [*bundles(self.rows.delivery_exchange, deliveries), *outbox, *self.rows.packed(events)]
         views = [new.view for new in created]
         rows = await pg.fetch(
             WRITE_BATCH if unchanged is None else WRITE_BATCH_IF_UNCHANGED,
