@@ -94,14 +94,18 @@ async def session_driver(session: AsyncSession) -> asyncpg.Connection:
     """The asyncpg connection under ``session``'s transaction, for hot fixed statements inside it.
 
     SQLAlchemy's asyncpg adapter begins its transaction lazily, at its first statement: when
-    nothing ran yet, one is run here so that what follows is inside the transaction, not
-    autocommitted on its own.
+    nothing ran yet, it is begun here (the adapter's own BEGIN, so SQLAlchemy commits or rolls
+    it back as usual), so that what follows is inside the transaction, not autocommitted alone.
     """
     conn = await session.connection()
     raw = await conn.get_raw_connection()
     pg: asyncpg.Connection = raw.driver_connection
     if not pg.is_in_transaction():
-        await conn.exec_driver_sql("SELECT 1")
+        begin = getattr(raw.dbapi_connection, "_start_transaction", None)
+        if begin is not None:
+            await begin()
+        if not pg.is_in_transaction():  # an adapter without that hook: any statement begins it
+            await conn.exec_driver_sql("SELECT 1")
     return pg
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import Column, DateTime, MetaData, Table, func, text
+from sqlalchemy import Column, DateTime, MetaData, Table, func
 from sqlalchemy.dialects.postgresql import UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.db import session_driver
 
 
 def inbox_table(metadata: MetaData) -> Table:
@@ -30,17 +32,18 @@ async def first_delivery(session: AsyncSession, table: Table, event_id: uuid.UUI
 async def first_deliveries(
     session: AsyncSession, table: Table, event_ids: Sequence[uuid.UUID]
 ) -> set[uuid.UUID]:
-    """The ids among ``event_ids`` seen for the first time, recorded in one statement (a batch)."""
+    """The ids among ``event_ids`` seen for the first time, recorded in one statement (a batch).
+
+    On the session's asyncpg connection (``session_driver``): every consumed batch runs it, and
+    SQLAlchemy's per-statement work cost more than the insert.
+    """
     unique = list(dict.fromkeys(event_ids))
     if not unique:
         return set()
-    # One fixed statement over an array (compiled once), not a multi-row VALUES that SQLAlchemy
-    # compiles again for every batch size.
-    result = await session.execute(
-        text(
-            f"INSERT INTO {table.fullname} (event_id) SELECT unnest(CAST(:ids AS uuid[]))"
-            " ON CONFLICT DO NOTHING RETURNING event_id"
-        ),
-        {"ids": unique},
+    pg = await session_driver(session)
+    found = await pg.fetch(
+        f"INSERT INTO {table.fullname} (event_id) SELECT unnest($1::uuid[])"
+        " ON CONFLICT DO NOTHING RETURNING event_id",
+        unique,
     )
-    return set(result.scalars().all())
+    return {row["event_id"] for row in found}
