@@ -6,12 +6,18 @@ a crash before the commit republishes (consumers are idempotent by event id)
 and two relays never publish the same row. It is woken in process right after
 a commit (``wake``) and across replicas by LISTEN/NOTIFY from a statement
 trigger on the table; the poll interval is only a safety net.
+
+A hot writer may instead write its rows with a lease (``leased_until``) and hand them to its
+own process's relay after the commit (``hand_over``): they are published from memory and then
+deleted by id, without a claim transaction. No relay claims a leased row before its lease
+ends, so the rows of a writer that died before publishing go out once it has.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +40,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from shared.db import driver_transaction
+from shared.db import driver_connection, driver_transaction
 from shared.events import EventBase
 from shared.logging import get_logger
 from shared.messaging.connection import Broker
@@ -116,7 +122,7 @@ def _headers(raw: object) -> dict[str, Any] | None:
     return raw
 
 
-def _events_in(row: asyncpg.Record) -> int | None:
+def _events_in(row: Mapping[str, Any]) -> int | None:
     """How many events a row carries when it may join a pack: an event (an id, no headers) is
     one, a pack its writer made (no headers but ``PACKED_HEADER``) its count; anything else none."""
     raw = row.get("headers")
@@ -126,10 +132,6 @@ def _events_in(row: asyncpg.Record) -> int | None:
     if row["message_id"] is None and headers is not None and headers.keys() == {PACKED_HEADER}:
         return int(headers[PACKED_HEADER])
     return None
-
-
-def _size(row: asyncpg.Record) -> int:
-    return len(row["body"])
 
 
 class OutboxRelay:
@@ -158,12 +160,17 @@ class OutboxRelay:
         # Only rows addressed to this topology's exchanges: a row another deployment (another
         # prefix) left behind stays put instead of closing the channel with a 404.
         self.exchanges = [broker.topology.events_exchange, broker.topology.delivery_exchange]
+        # Rows under a lease are their writer's to publish (``hand_over``) until it ends.
+        leased = "AND (leased_until IS NULL OR leased_until < now())" if "leased_until" in table.c else ""
         self._claim = f"""
             DELETE FROM {self.schema}.outbox WHERE id IN (
-                SELECT id FROM {self.schema}.outbox WHERE exchange = ANY($1::text[]) ORDER BY id
+                SELECT id FROM {self.schema}.outbox WHERE exchange = ANY($1::text[]) {leased} ORDER BY id
                 FOR UPDATE SKIP LOCKED LIMIT $2
             ) RETURNING *
         """  # noqa: S608 - schema is a code constant, never input
+        self._delete_handed = f"DELETE FROM {self.schema}.outbox WHERE id = ANY($1::bigint[])"  # noqa: S608
+        self._handed: list[tuple[Sequence[Mapping[str, Any]], list[int]]] = []
+        self._claim_due = True  # the first pass catches up on whatever is there
         self.published = 0
         self._own_backends: set[int] = set()
         if writers_wake:
@@ -180,30 +187,45 @@ class OutboxRelay:
 
     def _notified(self, _conn: object, pid: int, _channel: str, _payload: object) -> None:
         if pid not in self._own_backends:
-            self._wakeup.set()
+            self.wake()
 
     def wake(self) -> None:
         """Call right after a commit that wrote outbox rows."""
+        self._claim_due = True
         self._wakeup.set()
+
+    def hand_over(self, rows: Sequence[Mapping[str, Any]], ids: list[int]) -> None:
+        """Call right after a commit that wrote ``rows`` (as ``ids``, under a lease): they are
+        published from memory, in the order handed over, and then deleted."""
+        if ids:
+            self._handed.append((rows, ids))
+            self._wakeup.set()
 
     async def run(self) -> None:
         listen_task = asyncio.create_task(self._listen_forever())
         try:
             while True:
                 try:
-                    # A short batch means the outbox was empty at the claim; anything committed since
-                    # has set the wakeup (in process or by NOTIFY), so no extra empty claim is needed.
-                    while await self.drain_once() >= self.batch_size:
-                        pass
+                    await self.publish_handed()
+                    if self._claim_due:
+                        self._claim_due = False
+                        # A short batch means the outbox was empty at the claim; anything committed
+                        # since has woken us (in process or by NOTIFY): no extra empty claim needed.
+                        while await self.drain_once() >= self.batch_size:
+                            pass
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     log.warning("outbox_relay_error", error=f"{type(exc).__name__}: {exc}")
+                if self._handed:
+                    continue
                 # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that lands
                 # as the wakeup fires, and the relay then never stops.
-                with contextlib.suppress(TimeoutError):
+                try:
                     async with asyncio.timeout(self.poll_interval_s):
                         await self._wakeup.wait()
+                except TimeoutError:
+                    self._claim_due = True
                 self._wakeup.clear()
         finally:
             listen_task.cancel()
@@ -212,32 +234,56 @@ class OutboxRelay:
             if self._listener is not None and not self._listener.is_closed():
                 await self._listener.close()
 
+    async def publish_handed(self) -> int:
+        """Publish every handed-over batch, then delete their rows in one statement.
+
+        If publishing fails the rows stay, leased, and a claim publishes them once the lease ends.
+        """
+        if not self._handed:
+            return 0
+        handed, self._handed = self._handed, []
+        rows = [row for batch, _ids in handed for row in batch]
+        try:
+            await self._publish_rows(rows)
+        except Exception as exc:
+            log.warning("outbox_handover_failed", rows=len(rows), error=f"{type(exc).__name__}: {exc}")
+            return 0
+        async with driver_connection(self.engine) as pg:
+            await pg.execute(self._delete_handed, [i for _batch, ids in handed for i in ids])
+        self.published += len(rows)
+        return len(rows)
+
     async def drain_once(self) -> int:
         """Claim, publish and delete one batch; returns how many rows left the outbox."""
         async with driver_transaction(self.engine) as pg:
             claimed = await pg.fetch(self._claim, self.exchanges, self.batch_size)
             if not claimed:
                 return 0
-            rows = sorted(claimed, key=lambda r: r["id"])
-            events = {row["id"]: _events_in(row) for row in rows}
+            await self._publish_rows(sorted(claimed, key=lambda r: r["id"]))
+        self.published += len(claimed)
+        return len(claimed)
 
-            def pack_key(row: asyncpg.Record) -> tuple[str, str, bool] | None:
-                """Events and packs with the same exchange, key and durability pack together."""
-                if events[row["id"]] is None:
-                    return None
-                return (row["exchange"], row["routing_key"], row["persistent"])
+    async def _publish_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Publish rows in order, packing runs of events; confirms in flight together."""
+        events = [_events_in(row) for row in rows]
 
-            # Confirms in flight together; frames still reach the broker in id order.
-            await asyncio.gather(
-                *(
-                    self._publish(run, events)
-                    for run in runs(rows, pack_key, _size, lambda row: events[row["id"]] or 1)
+        def pack_key(i: int) -> tuple[str, str, bool] | None:
+            """Events and packs with the same exchange, key and durability pack together."""
+            if events[i] is None:
+                return None
+            return (rows[i]["exchange"], rows[i]["routing_key"], rows[i]["persistent"])
+
+        # Frames still reach the broker in row order.
+        await asyncio.gather(
+            *(
+                self._publish([rows[i] for i in run], [events[i] for i in run])
+                for run in runs(
+                    range(len(rows)), pack_key, lambda i: len(rows[i]["body"]), lambda i: events[i] or 1
                 )
             )
-        self.published += len(rows)
-        return len(rows)
+        )
 
-    async def _publish(self, run: list[asyncpg.Record], events: dict[int, int | None]) -> None:
+    async def _publish(self, run: list[Mapping[str, Any]], events: list[int | None]) -> None:
         """One row as it is, or a run of events and packs as one pack (``shared.messaging.packing``)."""
         first = run[0]
         if len(run) == 1:
@@ -245,9 +291,12 @@ class OutboxRelay:
             headers = _headers(first.get("headers"))
         else:
             # A pack's events go in without its brackets: a pack of packs is one flat array.
-            members = [bytes(r["body"]) if events[r["id"]] == 1 else bytes(r["body"])[1:-1] for r in run]
+            members = [
+                bytes(r["body"]) if n == 1 else bytes(r["body"])[1:-1]
+                for r, n in zip(run, events, strict=True)
+            ]
             body, message_id = pack(members), None
-            headers = {PACKED_HEADER: sum(events[r["id"]] or 0 for r in run)}
+            headers = {PACKED_HEADER: sum(n or 0 for n in events)}
         await self.broker.publisher.publish(
             first["exchange"],
             first["routing_key"],

@@ -40,6 +40,10 @@ class Store:
     async def stop(self) -> None:
         await self.rpc.stop()
         await self.consumer.stop()
+        # What the last send batches handed over goes out now, not after their lease.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5):
+                await self.relay.publish_handed()
         for task in self.tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -66,7 +70,7 @@ def build_store(common: CommonSettings, settings: StoreSettings) -> Store:
         poll_interval_s=common.outbox_poll_interval_s,
         writers_wake=True,  # the service and the consumer wake it after every commit
     )
-    service = StoreService(engine, settings, topology, on_commit=relay.wake)
+    service = StoreService(engine, settings, topology, on_commit=relay.wake, hand_over=relay.hand_over)
     consumer = StoreConsumer(
         broker, engine, service.rows, fanout_cap=settings.presence_fanout_cap, on_commit=relay.wake
     )

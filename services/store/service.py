@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -157,17 +157,20 @@ class StoreService:
         topology: Topology,
         *,
         on_commit: Callable[[], None] = lambda: None,
+        hand_over: Callable[[Sequence[Mapping[str, Any]], list[int]], None] = lambda _rows, _ids: None,
     ) -> None:
         self.engine = engine
         self.settings = settings
         self.rows = Rows(topology)
         self.on_commit = on_commit  # wakes the outbox relay right after a commit
+        self.hand_over = hand_over  # gives the relay a send batch's leased rows right after its commit
         self.sender = SendWriter(
             rows=self.rows,
             admin_scope=settings.admin_scope,
             reopen_on_user_message=settings.reopen_on_user_message,
             max_body_chars=settings.max_body_chars,
             flood_cap=settings.flood_cap_per_minute,
+            lease=timedelta(seconds=settings.outbox_lease_s),
         )
         self.sends: GroupCommit[SendItem, SendResult] = GroupCommit(
             self._flush_sends, max_batch=settings.max_batch, max_in_flight=settings.max_flushes_in_flight
@@ -218,10 +221,12 @@ class StoreService:
     async def _write_if_unchanged(self, items: list[SendItem]) -> list[SendResult | BaseException] | None:
         now = utcnow()
         async with driver_connection(self.engine) as pg:
-            outcomes = await self.sender.write_if_unchanged(pg, items, now)
-        if outcomes is not None:
-            COMMIT_BATCH.observe(len(items))
-            self.on_commit()
+            written = await self.sender.write_if_unchanged(pg, items, now)
+        if written is None:
+            return None
+        COMMIT_BATCH.observe(len(items))
+        outcomes, outbound = written
+        self.hand_over(outbound.rows, outbound.ids)
         return outcomes
 
     async def _write_sends(self, items: list[SendItem], *, lookup: bool) -> list[SendResult | BaseException]:
@@ -229,8 +234,9 @@ class StoreService:
         SEND_PATH.labels("locked").inc()
         now = utcnow()
         async with driver_transaction(self.engine) as pg:
-            outcomes = await self.sender.write(pg, items, now, lookup=lookup)
-        self.on_commit()
+            outcomes, outbound = await self.sender.write(pg, items, now, lookup=lookup)
+        if outbound is not None:
+            self.hand_over(outbound.rows, outbound.ids)
         return outcomes
 
     # --- conversations -------------------------------------------------------

@@ -30,6 +30,9 @@ class StoreSettings(BaseSettings):
     max_flushes_in_flight: int = 1
     rpc_prefetch: int = 128  # concurrent RPC requests per replica (what a group commit can gather)
     db_pool_size: int = 10
+    # The send path publishes its own outbox rows right after the commit; until this many seconds
+    # later no relay claims them, so a replica that died first has them published after that.
+    outbox_lease_s: float = 10.0
     presence_fanout_cap: int = 2000  # counterparts told about one presence change
 
 

@@ -15,17 +15,19 @@ from tests.chat.conftest import make_service, register
 
 
 async def event_rows(engine: AsyncEngine, routing_key: str, cid: uuid.UUID) -> list[list[object]]:
-    """The events of ``cid`` in each outbox row of one type, row by row in id order."""
+    """The events of ``cid`` in each outbox row of one type, row by row in id order (every row
+    under its writer's lease)."""
     async with engine.connect() as conn:
         found = await conn.execute(
             text(
-                "SELECT body, message_id, headers FROM store.outbox"
+                "SELECT body, message_id, headers, leased_until > now() AS leased FROM store.outbox"
                 " WHERE routing_key = :key AND convert_from(body, 'UTF8') LIKE :cid ORDER BY id"
             ),
             {"key": routing_key, "cid": f"%{cid}%"},
         )
         out: list[list[object]] = []
-        for body, message_id, headers in found:
+        for body, message_id, headers, leased in found:
+            assert leased  # its writer publishes it; no relay claims it meanwhile
             if headers is None:
                 assert message_id is not None
                 out.append([parse_event(body)])

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import Column, MetaData, Table, text
+from sqlalchemy import Column, DateTime, MetaData, Table, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -33,12 +33,14 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
-async def scratch_outbox(engine: AsyncEngine, *, headers: bool) -> AsyncIterator[Table]:
-    """An outbox table in its own schema, dropped afterwards; ``headers`` as the store's has."""
+async def scratch_outbox(engine: AsyncEngine, *, store_columns: bool) -> AsyncIterator[Table]:
+    """An outbox table in its own schema, dropped afterwards; ``store_columns``: with the
+    store's ``headers`` and ``leased_until``."""
     schema = f"kt_{uuid.uuid4().hex[:8]}"
     table = outbox_table(MetaData(schema=schema))
-    if headers:
+    if store_columns:
         table.append_column(Column("headers", JSONB, nullable=True))
+        table.append_column(Column("leased_until", DateTime(timezone=True), nullable=True))
     async with engine.begin() as conn:
         await conn.execute(text(f"CREATE SCHEMA {schema}"))
         await conn.run_sync(table.metadata.create_all)
@@ -51,11 +53,11 @@ async def scratch_outbox(engine: AsyncEngine, *, headers: bool) -> AsyncIterator
 
 @pytest.fixture
 async def outbox(engine: AsyncEngine) -> AsyncIterator[Table]:
-    async for table in scratch_outbox(engine, headers=False):
+    async for table in scratch_outbox(engine, store_columns=False):
         yield table
 
 
 @pytest.fixture
 async def outbox_with_headers(engine: AsyncEngine) -> AsyncIterator[Table]:
-    async for table in scratch_outbox(engine, headers=True):
+    async for table in scratch_outbox(engine, store_columns=True):
         yield table

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
 
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
@@ -272,3 +274,87 @@ async def test_a_pack_never_grows_past_the_event_limit_when_its_rows_are_packs(
         await collected.wait_for(len(events))
     assert collected.ids == [str(e.id) for e in events]
     assert collected.messages == 2
+
+
+async def insert_leased(
+    engine: AsyncEngine, table: Table, events: list[MessageRead], exchange: str, lease_s: float
+) -> tuple[list[dict[str, object]], list[int]]:
+    """Rows as the send path writes them: under a lease, their ids returned for a hand-over."""
+    rows: list[dict[str, object]] = [{**event_row(e, exchange).values(), "headers": None} for e in events]
+    async with engine.begin() as conn:
+        until = (await conn.execute(select(func.now()))).scalar_one() + timedelta(seconds=lease_s)
+        result = await conn.execute(
+            insert(table).returning(table.c.id), [{**row, "leased_until": until} for row in rows]
+        )
+        ids = sorted(result.scalars())
+    return rows, ids
+
+
+async def test_rows_under_a_lease_are_claimed_by_no_relay_until_it_ends(
+    engine: AsyncEngine, outbox_with_headers: Table, broker: Broker, collected: Collector, database_url: str
+) -> None:
+    exchange = broker.topology.events_exchange
+    leased, free = read_event(1), read_event(2)
+    relay = make_relay(engine, outbox_with_headers, broker, database_url, poll=0.2)
+    async with running(relay):
+        await insert_leased(engine, outbox_with_headers, [leased], exchange, lease_s=2.0)
+        async with engine.begin() as conn:
+            await add_to_outbox(conn, outbox_with_headers, [event_row(free, exchange)])
+        relay.wake()
+        await collected.wait_for(1)
+        await asyncio.sleep(0.8)  # four polls later the lease still holds
+        assert collected.ids == [str(free.id)]
+        await collected.wait_for(2, timeout=10)  # the writer never handed it over: published after
+    assert collected.ids == [str(free.id), str(leased.id)]
+    assert await outbox_count(engine, outbox_with_headers) == 0
+
+
+async def test_rows_handed_over_are_published_from_memory_once_and_then_deleted(
+    engine: AsyncEngine, outbox_with_headers: Table, broker: Broker, collected: Collector, database_url: str
+) -> None:
+    events = [read_event(i) for i in range(5)]
+    relay = make_relay(engine, outbox_with_headers, broker, database_url, poll=0.1)
+    async with running(relay):
+        rows, ids = await insert_leased(
+            engine, outbox_with_headers, events, broker.topology.events_exchange, lease_s=60.0
+        )
+        relay.hand_over(rows[:2], ids[:2])
+        relay.hand_over(rows[2:], ids[2:])
+        await collected.wait_for(len(events))
+        assert await outbox_settles_at(engine, outbox_with_headers, 0) == 0
+        await asyncio.sleep(0.5)  # polls meanwhile find nothing left to publish again
+    assert collected.ids == [str(e.id) for e in events]
+    assert collected.messages == 1  # both hand-overs travelled as one pack
+
+
+async def test_a_hand_over_that_fails_to_publish_leaves_its_rows_for_the_claim_after_the_lease(
+    engine: AsyncEngine,
+    outbox_with_headers: Table,
+    broker: Broker,
+    collected: Collector,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    events = [read_event(i) for i in range(3)]
+    relay = make_relay(engine, outbox_with_headers, broker, database_url, poll=0.2)
+    publish_rows = relay._publish_rows
+    failures: list[int] = []
+
+    async def broker_gone_once(rows: Any) -> None:
+        if not failures:
+            failures.append(len(rows))
+            raise ConnectionError("broker gone")
+        await publish_rows(rows)
+
+    monkeypatch.setattr(relay, "_publish_rows", broker_gone_once)
+    async with running(relay):
+        rows, ids = await insert_leased(
+            engine, outbox_with_headers, events, broker.topology.events_exchange, lease_s=1.0
+        )
+        relay.hand_over(rows, ids)
+        await asyncio.sleep(0.5)
+        assert failures == [3] and collected.ids == []
+        assert await outbox_count(engine, outbox_with_headers) == 3  # nothing deleted, nothing lost
+        await collected.wait_for(len(events), timeout=10)
+        assert await outbox_settles_at(engine, outbox_with_headers, 0) == 0
+    assert collected.ids == [str(e.id) for e in events]

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -81,9 +81,10 @@ NAMES = """
 def write_batch_sql(*, guarded: bool) -> str:
     """Messages, conversation counters and outbox rows of a whole batch in one statement.
 
-    Returns each updated conversation's new version. ``guarded``: first lock the rows whose
-    version is still the one given ($24, $25, in id order) and write only if all of them are,
-    so a stale decision writes nothing; one autocommit round trip then replaces
+    Returns each updated conversation's new version and the ids of the outbox rows, which are
+    leased until $24 (their writer publishes them, ``OutboxRelay.hand_over``). ``guarded``: first
+    lock the rows whose version is still the one given ($25, $26, in id order) and write only if
+    all of them are, so a stale decision writes nothing; one autocommit round trip then replaces
     BEGIN, lock, write and COMMIT.
     """
     only_if = "AND (SELECT ok FROM ready)" if guarded else ""
@@ -91,10 +92,10 @@ def write_batch_sql(*, guarded: bool) -> str:
         f"""
         locked AS MATERIALIZED (
             SELECT c.id FROM store.conversations c
-            JOIN unnest($24::uuid[], $25::bigint[]) AS k(id, version) ON c.id = k.id
+            JOIN unnest($25::uuid[], $26::bigint[]) AS k(id, version) ON c.id = k.id
             WHERE c.{VERSION} = k.version
             ORDER BY c.id FOR UPDATE OF c
-        ), ready AS MATERIALIZED (SELECT count(*) = cardinality($24::uuid[]) AS ok FROM locked),"""
+        ), ready AS MATERIALIZED (SELECT count(*) = cardinality($25::uuid[]) AS ok FROM locked),"""
         if guarded
         else ""
     )
@@ -119,11 +120,13 @@ def write_batch_sql(*, guarded: bool) -> str:
         WHERE c.id = u.id {only_if}
         RETURNING c.id, c.{VERSION} AS version
     ), events AS (
-        INSERT INTO store.outbox (exchange, routing_key, body, message_id, persistent, headers)
-        SELECT * FROM unnest($18::text[], $19::text[], $20::bytea[], $21::text[], $22::bool[], $23::jsonb[])
+        INSERT INTO store.outbox (exchange, routing_key, body, message_id, persistent, headers, leased_until)
+        SELECT *, $24::timestamptz
+        FROM unnest($18::text[], $19::text[], $20::bytea[], $21::text[], $22::bool[], $23::jsonb[])
         WHERE true {only_if}
+        RETURNING id
     )
-    SELECT id, version FROM touched
+    SELECT id, version, (SELECT array_agg(id ORDER BY id) FROM events) AS outbox_ids FROM touched
     """
 
 
@@ -149,6 +152,14 @@ class SendItem:
     request: SendMessage
 
 
+@dataclass(frozen=True)
+class Outbound:
+    """The outbox rows a batch wrote under a lease, in order, for its relay once committed."""
+
+    rows: list[dict[str, Any]]
+    ids: list[int]
+
+
 @dataclass
 class NewMessage:
     view: MessageView
@@ -170,8 +181,10 @@ class SendWriter:
         reopen_on_user_message: bool,
         max_body_chars: int,
         flood_cap: int,
+        lease: timedelta,
     ) -> None:
         self.rows = rows
+        self.lease = lease
         self.admin_scope = admin_scope
         self.reopen_on_user_message = reopen_on_user_message
         self.max_body_chars = max_body_chars
@@ -181,11 +194,12 @@ class SendWriter:
 
     async def write(
         self, pg: asyncpg.Connection, items: list[SendItem], now: datetime, *, lookup: bool = True
-    ) -> list[SendResult | BaseException]:
+    ) -> tuple[list[SendResult | BaseException], Outbound | None]:
         """Lock, decide and write a batch inside the caller's transaction.
 
         ``lookup=False`` skips the search for earlier copies of each ``(sender, client_id)``: the
         unique index still refuses a copy, and the caller then retries the batch with the lookup.
+        The outbox rows written are for the relay once the caller committed.
         """
         conv_ids = sorted({item.request.conversation_id for item in items})
         convs = {row["id"]: state_of_record(row) for row in await pg.fetch(LOCK_CONVERSATIONS, conv_ids)}
@@ -198,13 +212,13 @@ class SendWriter:
             )
             existing = {(row["sender_id"], row["client_id"]): message_view_of_record(row) for row in found}
         outcomes, created, previews = self._decide_all(items, convs, existing, now)
-        if created:
-            await self._persist(pg, created, convs, previews, now)
-        return outcomes
+        if not created:
+            return outcomes, None
+        return outcomes, await self._persist(pg, created, convs, previews, now)
 
     async def write_if_unchanged(
         self, pg: asyncpg.Connection, items: list[SendItem], now: datetime
-    ) -> list[SendResult | BaseException] | None:
+    ) -> tuple[list[SendResult | BaseException], Outbound] | None:
         """The fast path, in one autocommit statement on a connection outside any transaction.
 
         None when nothing was written: a conversation this process does not know, one changed since
@@ -230,13 +244,14 @@ class SendWriter:
             return None
         ids = sorted(versions)
         unchanged = (ids, [versions[i] for i in ids])
-        if not await self._persist(pg, created, convs, previews, now, unchanged=unchanged):
+        outbound = await self._persist(pg, created, convs, previews, now, unchanged=unchanged)
+        if outbound is None:
             for conv_id in ids:
                 self._known.pop(conv_id, None)
             SEND_PATH.labels("stale").inc()
             return None
         SEND_PATH.labels("unchanged").inc()
-        return outcomes
+        return outcomes, outbound
 
     def remember(self, row: Mapping[Any, Any]) -> None:
         """A conversation row this process just wrote and committed (``RETURNING_STATE``): the
@@ -319,8 +334,8 @@ class SendWriter:
         now: datetime,
         *,
         unchanged: tuple[list[uuid.UUID], list[int]] | None = None,
-    ) -> bool:
-        """Write the batch; with ``unchanged`` (ids and versions) only if no row moved. Written?"""
+    ) -> Outbound | None:
+        """Write the batch; with ``unchanged`` (ids and versions) only if no row moved (else None)."""
         touched = [conv for conv in convs.values() if conv.new_seqs]
         names = await self._names(pg, {new.view.sender_id for new in created})
         outbox: list[dict[str, Any]] = []
@@ -358,16 +373,17 @@ class SendWriter:
             [c.flood_window_start for c in touched],
             [c.flood_count for c in touched],
             *outbox_columns(outbox),
+            now + self.lease,
             *(unchanged or ()),
         )
         if not rows:
-            return False  # only a guarded write comes back empty: something moved, nothing written
+            return None  # only a guarded write comes back empty: something moved, nothing written
         # Every column the rules read was just written, so the state is the row: remember it and its
         # new version. (Inside a transaction that may still roll back, a version that never commits
         # only costs one failed fast attempt.)
         for row in rows:
             self._remember(convs[row["id"]], row["version"])
-        return True
+        return Outbound(outbox, list(rows[0]["outbox_ids"]))
 
     async def _names(self, pg: asyncpg.Connection, senders: set[uuid.UUID]) -> dict[uuid.UUID, str]:
         """Display names for ``message.unread``, cached briefly: they rarely change, sends are hot."""

@@ -86,4 +86,6 @@ presence = Table(
 outbox = outbox_table(metadata)
 # Delivery rows carry AMQP headers (CC: every participant's key in one publish).
 outbox.append_column(Column("headers", JSONB, nullable=True))
+# Rows the send path publishes itself (``OutboxRelay.hand_over``): no relay claims them before this.
+outbox.append_column(_ts("leased_until", nullable=True))
 inbox = inbox_table(metadata)
