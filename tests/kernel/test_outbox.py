@@ -120,6 +120,25 @@ async def outbox_settles_at(engine: AsyncEngine, outbox: Table, expected: int, t
     return count
 
 
+async def relay_rows(
+    engine: AsyncEngine,
+    table: Table,
+    broker: Broker,
+    collected: Collector,
+    database_url: str,
+    rows: list[dict[str, object]],
+    events: int,
+) -> None:
+    """Insert rows as written, and run a relay until ``events`` events arrived and the table is empty."""
+    relay = make_relay(engine, table, broker, database_url)
+    async with running(relay):
+        async with engine.begin() as conn:
+            await conn.execute(insert(table), rows)
+        relay.wake()
+        await collected.wait_for(events)
+        assert await outbox_settles_at(engine, table, 0) == 0
+
+
 async def test_committed_row_is_published_after_commit_and_removed(
     engine: AsyncEngine, outbox: Table, broker: Broker, collected: Collector, database_url: str
 ) -> None:
@@ -247,13 +266,7 @@ async def test_packs_a_writer_made_join_single_events_of_their_key_as_one_flat_p
         {**event_row(events[3], exchange).values(), "headers": None},
         packed_row(events[4:6], exchange),
     ]
-    relay = make_relay(engine, outbox_with_headers, broker, database_url)
-    async with running(relay):
-        async with engine.begin() as conn:
-            await conn.execute(insert(outbox_with_headers), rows)
-        relay.wake()
-        await collected.wait_for(len(events))
-        assert await outbox_settles_at(engine, outbox_with_headers, 0) == 0
+    await relay_rows(engine, outbox_with_headers, broker, collected, database_url, rows, len(events))
     assert collected.ids == [str(e.id) for e in events]
     assert collected.messages == 1
     assert len(parse_event_pack(collected.bodies[0])) == 6  # one flat array, not a pack of packs
@@ -266,12 +279,7 @@ async def test_a_pack_never_grows_past_the_event_limit_when_its_rows_are_packs(
     events = [read_event(i) for i in range(2 * per_row)]
     exchange = broker.topology.events_exchange
     rows = [packed_row(part, exchange) for part in (events[:per_row], events[per_row:])]
-    relay = make_relay(engine, outbox_with_headers, broker, database_url)
-    async with running(relay):
-        async with engine.begin() as conn:
-            await conn.execute(insert(outbox_with_headers), rows)
-        relay.wake()
-        await collected.wait_for(len(events))
+    await relay_rows(engine, outbox_with_headers, broker, collected, database_url, rows, len(events))
     assert collected.ids == [str(e.id) for e in events]
     assert collected.messages == 2
 
