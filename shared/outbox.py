@@ -67,9 +67,15 @@ def notify_channel(schema: str) -> str:
     return f"{schema}_outbox"
 
 
-def outbox_trigger_sql(schema: str) -> list[str]:
-    """DDL for the NOTIFY trigger; migrations run it after creating the table."""
+def outbox_trigger_sql(schema: str, *, leased: bool = False) -> list[str]:
+    """DDL for the NOTIFY trigger; migrations run it after creating the table.
+
+    ``leased``: the table has ``leased_until``, and only rows without a lease notify. A leased
+    row is its writer's to publish and no relay may claim it before the lease ends, so waking
+    every relay for it (a NOTIFY per send commit, queued and signalled by PostgreSQL) buys nothing.
+    """
     channel = notify_channel(schema)
+    when = "FOR EACH ROW WHEN (NEW.leased_until IS NULL)" if leased else "FOR EACH STATEMENT"
     return [
         f"""
         CREATE OR REPLACE FUNCTION {schema}.outbox_notify() RETURNS trigger AS $$
@@ -78,7 +84,7 @@ def outbox_trigger_sql(schema: str) -> list[str]:
         """,
         f"""
         CREATE TRIGGER outbox_notify AFTER INSERT ON {schema}.outbox
-        FOR EACH STATEMENT EXECUTE FUNCTION {schema}.outbox_notify()
+        {when} EXECUTE FUNCTION {schema}.outbox_notify()
         """,
     ]
 
@@ -168,8 +174,9 @@ class OutboxRelay:
                 FOR UPDATE SKIP LOCKED LIMIT $2
             ) RETURNING *
         """  # noqa: S608 - schema is a code constant, never input
-        self._delete_handed = f"DELETE FROM {self.schema}.outbox WHERE id = ANY($1::bigint[])"  # noqa: S608
         self._handed: list[tuple[Sequence[Mapping[str, Any]], list[int]]] = []
+        self._published_ids: list[int] = []  # handed-over rows published and not yet deleted
+        self._deleter: asyncio.Task[None] | None = None
         self._claim_due = True  # the first pass catches up on whatever is there
         self.published = 0
         self._own_backends: set[int] = set()
@@ -248,10 +255,43 @@ class OutboxRelay:
         except Exception as exc:
             log.warning("outbox_handover_failed", rows=len(rows), error=f"{type(exc).__name__}: {exc}")
             return 0
-        async with driver_connection(self.engine) as pg:
-            await pg.execute(self._delete_handed, [i for _batch, ids in handed for i in ids])
+        self._published_ids.extend(i for _batch, ids in handed for i in ids)
+        if self._deleter is None:
+            self._deleter = asyncio.get_running_loop().create_task(self._delete_published())
         self.published += len(rows)
         return len(rows)
+
+    async def _delete_published(self) -> None:
+        """Delete the rows hand-overs published, off the publish path: hand-overs published while
+        a delete runs are deleted together by the next one.
+
+        The commit does not wait for its WAL flush: a delete lost in a crash only leaves rows whose
+        events were confirmed, and they go out once more after their lease (consumers are
+        idempotent by event id), so the flush would guard nothing.
+        """
+        try:
+            while self._published_ids:
+                ids, self._published_ids = self._published_ids, []
+                try:
+                    async with driver_connection(self.engine) as pg:
+                        await _execute_block(pg, self._delete_sql(ids))
+                except Exception as exc:  # the rows stay leased: the claim republishes them later
+                    log.warning("outbox_delete_failed", rows=len(ids), error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._deleter = None
+
+    def _delete_sql(self, ids: list[int]) -> str:
+        # One round trip for the whole transaction; ids are integers from RETURNING, never input.
+        listed = ",".join(str(int(i)) for i in ids)
+        return (
+            "BEGIN; SET LOCAL synchronous_commit TO off; "
+            f"DELETE FROM {self.schema}.outbox WHERE id = ANY('{{{listed}}}'::bigint[]); COMMIT"  # noqa: S608
+        )
+
+    async def deleted(self) -> None:
+        """Wait until what was published so far is deleted (shutdown, tests)."""
+        while self._deleter is not None:
+            await asyncio.shield(self._deleter)
 
     async def drain_once(self) -> int:
         """Claim, publish and delete one batch; returns how many rows left the outbox."""
@@ -319,3 +359,14 @@ class OutboxRelay:
             except Exception as exc:
                 log.info("outbox_listen_retry", error=type(exc).__name__)
             await asyncio.sleep(self.poll_interval_s)
+
+
+async def _execute_block(pg: asyncpg.Connection, sql: str) -> None:
+    """Run a ``BEGIN; …; COMMIT`` string; on failure leave no open transaction on the pooled connection."""
+    try:
+        await pg.execute(sql)
+    except Exception:
+        if pg.is_in_transaction():
+            with contextlib.suppress(Exception):
+                await pg.execute("ROLLBACK")
+        raise

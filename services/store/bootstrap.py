@@ -44,6 +44,7 @@ class Store:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(5):
                 await self.relay.publish_handed()
+                await self.relay.deleted()
         for task in self.tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

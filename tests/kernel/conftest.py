@@ -44,7 +44,7 @@ async def scratch_outbox(engine: AsyncEngine, *, store_columns: bool) -> AsyncIt
     async with engine.begin() as conn:
         await conn.execute(text(f"CREATE SCHEMA {schema}"))
         await conn.run_sync(table.metadata.create_all)
-        for statement in outbox_trigger_sql(schema):
+        for statement in outbox_trigger_sql(schema, leased=store_columns):
             await conn.execute(text(statement))
     yield table
     async with engine.begin() as conn:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
+import asyncpg
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 from sqlalchemy import Table, func, insert, select
@@ -18,7 +19,7 @@ from shared.db import asyncpg_dsn, make_engine
 from shared.events import MessageRead, MessageReadPayload, parse_event_pack
 from shared.messaging.connection import Broker
 from shared.messaging.packing import MAX_PACK_EVENTS, PACKED_HEADER, is_packed, pack
-from shared.outbox import OutboxRelay, add_to_outbox, event_row
+from shared.outbox import OutboxRelay, add_to_outbox, event_row, notify_channel
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -296,6 +297,26 @@ async def insert_leased(
         )
         ids = sorted(result.scalars())
     return rows, ids
+
+
+async def test_only_rows_without_a_lease_notify_the_relays(
+    engine: AsyncEngine, outbox_with_headers: Table, broker: Broker, database_url: str
+) -> None:
+    exchange = broker.topology.events_exchange
+    listener = await asyncpg.connect(asyncpg_dsn(database_url))
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    await listener.add_listener(
+        notify_channel(outbox_with_headers.schema or "public"), lambda *args: heard.put_nowait(args[2])
+    )
+    try:
+        await insert_leased(engine, outbox_with_headers, [read_event(1), read_event(2)], exchange, lease_s=60)
+        await asyncio.sleep(0.3)
+        assert heard.empty()  # the writer publishes leased rows itself: no relay is woken for them
+        async with engine.begin() as conn:
+            await add_to_outbox(conn, outbox_with_headers, [event_row(read_event(3), exchange)])
+        await asyncio.wait_for(heard.get(), 5)
+    finally:
+        await listener.close()
 
 
 async def test_rows_under_a_lease_are_claimed_by_no_relay_until_it_ends(
