@@ -140,6 +140,16 @@ def _events_in(row: Mapping[str, Any]) -> int | None:
     return None
 
 
+@dataclass
+class Handed:
+    """One writer's committed rows, given to its relay; ``failed`` once a publish of them failed:
+    then none of its ids is deleted, and the claim publishes them after the lease."""
+
+    rows: Sequence[Mapping[str, Any]]
+    ids: list[int]
+    failed: bool = False
+
+
 class OutboxRelay:
     def __init__(
         self,
@@ -151,9 +161,16 @@ class OutboxRelay:
         poll_interval_s: float = 1.0,
         batch_size: int = 500,
         writers_wake: bool = False,
+        event_linger_s: float = 0.0,
     ) -> None:
         """``writers_wake``: every writer in this process calls ``wake`` after its commit, so a
-        NOTIFY from this process's own connections is ignored (it would only claim nothing)."""
+        NOTIFY from this process's own connections is ignored (it would only claim nothing).
+
+        ``event_linger_s``: how long the events of a hand-over (rows for the events exchange) may
+        wait for those of later hand-overs, so that a type's events of many send batches travel as
+        one pack: one publish, one queue entry and one consume instead of one per batch. Their
+        consumers wait out grace windows or are idempotent projections; deliveries never wait.
+        """
         self.engine = engine
         self.table = table
         self.broker = broker  # its publisher exists only once started: looked up per batch
@@ -174,7 +191,10 @@ class OutboxRelay:
                 FOR UPDATE SKIP LOCKED LIMIT $2
             ) RETURNING *
         """  # noqa: S608 - schema is a code constant, never input
-        self._handed: list[tuple[Sequence[Mapping[str, Any]], list[int]]] = []
+        self.event_linger_s = event_linger_s
+        self._handed: list[Handed] = []
+        self._waiting: list[Handed] = []  # deliveries published, events lingering
+        self._waiting_since: float | None = None
         self._published_ids: list[int] = []  # handed-over rows published and not yet deleted
         self._deleter: asyncio.Task[None] | None = None
         self._claim_due = True  # the first pass catches up on whatever is there
@@ -205,11 +225,16 @@ class OutboxRelay:
         """Call right after a commit that wrote ``rows`` (as ``ids``, under a lease): they are
         published from memory, in the order handed over, and then deleted."""
         if ids:
-            self._handed.append((rows, ids))
+            self._handed.append(Handed(rows, ids))
             self._wakeup.set()
+
+    def _lingers(self, row: Mapping[str, Any]) -> bool:
+        return bool(row["exchange"] == self.broker.topology.events_exchange)
 
     async def run(self) -> None:
         listen_task = asyncio.create_task(self._listen_forever())
+        loop = asyncio.get_running_loop()
+        next_poll = loop.time() + self.poll_interval_s
         try:
             while True:
                 try:
@@ -226,13 +251,19 @@ class OutboxRelay:
                     log.warning("outbox_relay_error", error=f"{type(exc).__name__}: {exc}")
                 if self._handed:
                     continue
+                now = loop.time()
+                if now >= next_poll:  # the safety net, also under a steady stream of lingering events
+                    self._claim_due = True
+                    next_poll = now + self.poll_interval_s
+                    continue
+                until = next_poll
+                if self._waiting_since is not None:
+                    until = min(until, self._waiting_since + self.event_linger_s)
                 # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that lands
                 # as the wakeup fires, and the relay then never stops.
-                try:
-                    async with asyncio.timeout(self.poll_interval_s):
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(until):
                         await self._wakeup.wait()
-                except TimeoutError:
-                    self._claim_due = True
                 self._wakeup.clear()
         finally:
             listen_task.cancel()
@@ -241,23 +272,45 @@ class OutboxRelay:
             if self._listener is not None and not self._listener.is_closed():
                 await self._listener.close()
 
-    async def publish_handed(self) -> int:
-        """Publish every handed-over batch, then delete their rows in one statement.
+    async def publish_handed(self, *, force: bool = False) -> int:
+        """Publish what was handed over: deliveries at once, events once they lingered
+        (``force``: now, at shutdown); a hand-over's rows are deleted when all of them went out.
 
         If publishing fails the rows stay, leased, and a claim publishes them once the lease ends.
         """
-        if not self._handed:
-            return 0
         handed, self._handed = self._handed, []
-        rows = [row for batch, _ids in handed for row in batch]
+        now = asyncio.get_running_loop().time()
+        published = 0
+        if handed:
+            deliveries = [row for h in handed for row in h.rows if not self._lingers(row)]
+            if self._waiting_since is None:
+                self._waiting_since = now
+            self._waiting.extend(handed)
+            published += await self._publish_handed_rows(deliveries, handed)
+        since = self._waiting_since  # set while anything waits
+        if since is None or not (force or now >= since + self.event_linger_s):
+            return published
+        waiting, self._waiting, self._waiting_since = self._waiting, [], None
+        # By type (stable: each keeps its order), so a type's events of many hand-overs are one run.
+        events = [row for h in waiting for row in h.rows if self._lingers(row)]
+        events.sort(key=lambda row: str(row["routing_key"]))
+        published += await self._publish_handed_rows(events, waiting)
+        self._published_ids.extend(i for h in waiting if not h.failed for i in h.ids)
+        if self._deleter is None and self._published_ids:
+            self._deleter = asyncio.get_running_loop().create_task(self._delete_published())
+        return published
+
+    async def _publish_handed_rows(self, rows: list[Mapping[str, Any]], handed: list[Handed]) -> int:
+        """Publish ``rows`` of ``handed``; on failure mark those hand-overs failed (never deleted)."""
+        if not rows:
+            return 0
         try:
             await self._publish_rows(rows)
         except Exception as exc:
             log.warning("outbox_handover_failed", rows=len(rows), error=f"{type(exc).__name__}: {exc}")
+            for h in handed:
+                h.failed = True
             return 0
-        self._published_ids.extend(i for _batch, ids in handed for i in ids)
-        if self._deleter is None:
-            self._deleter = asyncio.get_running_loop().create_task(self._delete_published())
         self.published += len(rows)
         return len(rows)
 
@@ -283,10 +336,8 @@ class OutboxRelay:
     def _delete_sql(self, ids: list[int]) -> str:
         # One round trip for the whole transaction; ids are integers from RETURNING, never input.
         listed = ",".join(str(int(i)) for i in ids)
-        return (
-            "BEGIN; SET LOCAL synchronous_commit TO off; "
-            f"DELETE FROM {self.schema}.outbox WHERE id = ANY('{{{listed}}}'::bigint[]); COMMIT"  # noqa: S608
-        )
+        delete = f"DELETE FROM {self.schema}.outbox WHERE id = ANY('{{{listed}}}'::bigint[])"  # noqa: S608
+        return f"BEGIN; SET LOCAL synchronous_commit TO off; {delete}; COMMIT"
 
     async def deleted(self) -> None:
         """Wait until what was published so far is deleted (shutdown, tests)."""

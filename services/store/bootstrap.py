@@ -43,7 +43,7 @@ class Store:
         # What the last send batches handed over goes out now, not after their lease.
         with contextlib.suppress(Exception):
             async with asyncio.timeout(5):
-                await self.relay.publish_handed()
+                await self.relay.publish_handed(force=True)
                 await self.relay.deleted()
         for task in self.tasks:
             task.cancel()
@@ -70,6 +70,7 @@ def build_store(common: CommonSettings, settings: StoreSettings) -> Store:
         dsn=asyncpg_dsn(common.database_url),
         poll_interval_s=common.outbox_poll_interval_s,
         writers_wake=True,  # the service and the consumer wake it after every commit
+        event_linger_s=settings.outbox_event_linger_s,
     )
     service = StoreService(engine, settings, topology, on_commit=relay.wake, hand_over=relay.hand_over)
     consumer = StoreConsumer(

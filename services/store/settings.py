@@ -33,6 +33,9 @@ class StoreSettings(BaseSettings):
     # The send path publishes its own outbox rows right after the commit; until this many seconds
     # later no relay claims them, so a replica that died first has them published after that.
     outbox_lease_s: float = 10.0
+    # How long a send batch's events (``message.created``, ``message.unread``) may wait for later
+    # batches' to travel as one pack per type; deliveries to the participants never wait.
+    outbox_event_linger_s: float = 0.05
     presence_fanout_cap: int = 2000  # counterparts told about one presence change
 
 

@@ -290,6 +290,12 @@ async def insert_leased(
 ) -> tuple[list[dict[str, object]], list[int]]:
     """Rows as the send path writes them: under a lease, their ids returned for a hand-over."""
     rows: list[dict[str, object]] = [{**event_row(e, exchange).values(), "headers": None} for e in events]
+    return await insert_leased_rows(engine, table, rows, lease_s)
+
+
+async def insert_leased_rows(
+    engine: AsyncEngine, table: Table, rows: list[dict[str, object]], lease_s: float
+) -> tuple[list[dict[str, object]], list[int]]:
     async with engine.begin() as conn:
         until = (await conn.execute(select(func.now()))).scalar_one() + timedelta(seconds=lease_s)
         result = await conn.execute(
@@ -334,8 +340,8 @@ async def test_rows_under_a_lease_are_claimed_by_no_relay_until_it_ends(
         await asyncio.sleep(0.8)  # four polls later the lease still holds
         assert collected.ids == [str(free.id)]
         await collected.wait_for(2, timeout=10)  # the writer never handed it over: published after
+        assert await outbox_settles_at(engine, outbox_with_headers, 0) == 0
     assert collected.ids == [str(free.id), str(leased.id)]
-    assert await outbox_count(engine, outbox_with_headers) == 0
 
 
 async def test_rows_handed_over_are_published_from_memory_once_and_then_deleted(
@@ -387,3 +393,64 @@ async def test_a_hand_over_that_fails_to_publish_leaves_its_rows_for_the_claim_a
         await collected.wait_for(len(events), timeout=10)
         assert await outbox_settles_at(engine, outbox_with_headers, 0) == 0
     assert collected.ids == [str(e.id) for e in events]
+
+
+async def test_deliveries_go_out_at_once_while_events_linger_to_travel_as_one_pack(
+    engine: AsyncEngine, outbox_with_headers: Table, broker: Broker, collected: Collector, database_url: str
+) -> None:
+    topo = broker.topology
+    channel = await broker.consumer_channel()
+    frames = await channel.declare_queue(exclusive=True)
+    await frames.bind(topo.delivery_exchange, routing_key="user.kt")
+    arrived: list[bytes] = []
+
+    async def on_frame(message: AbstractIncomingMessage) -> None:
+        arrived.append(message.body)
+        await message.ack()
+
+    await frames.consume(on_frame)
+    relay = OutboxRelay(
+        engine, outbox_with_headers, broker, dsn=asyncpg_dsn(database_url), event_linger_s=2.0
+    )
+    events = [read_event(i) for i in range(3)]
+    try:
+        async with running(relay):
+            for i, event in enumerate(events):
+                delivery = {
+                    "exchange": topo.delivery_exchange,
+                    "routing_key": "user.kt",
+                    "body": b'{"n":%d}' % i,
+                    "message_id": None,
+                    "persistent": False,
+                    "headers": None,
+                }
+                row = {**event_row(event, topo.events_exchange).values(), "headers": None}
+                relay.hand_over(*await insert_leased_rows(engine, outbox_with_headers, [delivery, row], 60))
+            deadline = asyncio.get_running_loop().time() + 5
+            while len(arrived) < 3 and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.01)
+            assert arrived == [b'{"n":0}', b'{"n":1}', b'{"n":2}']
+            assert collected.ids == []  # the events still linger
+            await collected.wait_for(3)
+            assert await outbox_settles_at(engine, outbox_with_headers, 0) == 0
+    finally:
+        await channel.close()
+    assert collected.ids == [str(e.id) for e in events]
+    assert collected.messages == 1  # three hand-overs' events, one pack
+
+
+async def test_a_forced_publish_sends_lingering_events_at_once(
+    engine: AsyncEngine, outbox_with_headers: Table, broker: Broker, collected: Collector, database_url: str
+) -> None:
+    relay = OutboxRelay(
+        engine, outbox_with_headers, broker, dsn=asyncpg_dsn(database_url), event_linger_s=60.0
+    )
+    events = [read_event(i) for i in range(2)]
+    relay.hand_over(
+        *await insert_leased(engine, outbox_with_headers, events, broker.topology.events_exchange, 60)
+    )
+    assert await relay.publish_handed() == 0  # lingering
+    assert await relay.publish_handed(force=True) == 2  # shutdown: everything goes now
+    await relay.deleted()
+    await collected.wait_for(2)
+    assert await outbox_count(engine, outbox_with_headers) == 0

@@ -21,8 +21,8 @@ from shared.messaging.consumer import BatchConsumer
 
 class NotifierConsumer(BatchConsumer):
     service = "notifier"
-    # Digests wait out a grace window and codes tolerate a few ms: batch a moment's events together.
-    linger_s = 0.05
+    # No linger of its own: the store's relay already gathers a moment's message events into one
+    # pack per type (``STORE_OUTBOX_EVENT_LINGER_S``), and a busy queue batches by itself.
 
     def __init__(
         self,
