@@ -195,7 +195,6 @@ class OutboxRelay:
         self._handed: list[Handed] = []
         self._waiting: list[Handed] = []  # deliveries published, events lingering
         self._waiting_since: float | None = None
-        self._confirming: set[asyncio.Task[None]] = set()  # deliveries published, confirms due
         self._published_ids: list[int] = []  # handed-over rows published and not yet deleted
         self._deleter: asyncio.Task[None] | None = None
         self._claim_due = True  # the first pass catches up on whatever is there
@@ -273,52 +272,47 @@ class OutboxRelay:
             if self._listener is not None and not self._listener.is_closed():
                 await self._listener.close()
 
-    async def publish_handed(self, *, force: bool = False) -> None:
+    async def publish_handed(self, *, force: bool = False) -> int:
         """Publish what was handed over: deliveries at once, events once they lingered
         (``force``: now, at shutdown); a hand-over's rows are deleted when all of them went out.
 
-        Deliveries do not wait for the previous hand-over's confirms (frames keep their order on
-        the channel): the next batch's recipients are not held back by a broker round trip. If
-        publishing fails the rows stay, leased, and a claim publishes them once the lease ends.
+        If publishing fails the rows stay, leased, and a claim publishes them once the lease ends.
         """
-        loop = asyncio.get_running_loop()
         handed, self._handed = self._handed, []
-        now = loop.time()
+        now = asyncio.get_running_loop().time()
+        published = 0
         if handed:
+            deliveries = [row for h in handed for row in h.rows if not self._lingers(row)]
             if self._waiting_since is None:
                 self._waiting_since = now
             self._waiting.extend(handed)
-            deliveries = [row for h in handed for row in h.rows if not self._lingers(row)]
-            if deliveries:
-                task = loop.create_task(self._publish_handed_rows(deliveries, handed))
-                self._confirming.add(task)
-                task.add_done_callback(self._confirming.discard)
+            published += await self._publish_handed_rows(deliveries, handed)
         since = self._waiting_since  # set while anything waits
         if since is None or not (force or now >= since + self.event_linger_s):
-            return
+            return published
         waiting, self._waiting, self._waiting_since = self._waiting, [], None
         # By type (stable: each keeps its order), so a type's events of many hand-overs are one run.
         events = [row for h in waiting for row in h.rows if self._lingers(row)]
         events.sort(key=lambda row: str(row["routing_key"]))
-        await self._publish_handed_rows(events, waiting)
-        if self._confirming:  # the waiting hand-overs' deliveries: confirmed (or failed) before deleting
-            await asyncio.gather(*self._confirming)
+        published += await self._publish_handed_rows(events, waiting)
         self._published_ids.extend(i for h in waiting if not h.failed for i in h.ids)
         if self._deleter is None and self._published_ids:
-            self._deleter = loop.create_task(self._delete_published())
+            self._deleter = asyncio.get_running_loop().create_task(self._delete_published())
+        return published
 
-    async def _publish_handed_rows(self, rows: list[Mapping[str, Any]], handed: list[Handed]) -> None:
+    async def _publish_handed_rows(self, rows: list[Mapping[str, Any]], handed: list[Handed]) -> int:
         """Publish ``rows`` of ``handed``; on failure mark those hand-overs failed (never deleted)."""
         if not rows:
-            return
+            return 0
         try:
             await self._publish_rows(rows)
         except Exception as exc:
             log.warning("outbox_handover_failed", rows=len(rows), error=f"{type(exc).__name__}: {exc}")
             for h in handed:
                 h.failed = True
-            return
+            return 0
         self.published += len(rows)
+        return len(rows)
 
     async def _delete_published(self) -> None:
         """Delete the rows hand-overs published, off the publish path: hand-overs published while
