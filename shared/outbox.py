@@ -283,10 +283,12 @@ class OutboxRelay:
         published = 0
         if handed:
             deliveries = [row for h in handed for row in h.rows if not self._lingers(row)]
+            published += await self._publish_handed_rows(deliveries, handed)
+            # Only now: a forced call meanwhile (shutdown) must not delete rows whose deliveries
+            # are not confirmed yet; what it misses stays leased and goes out after the lease.
             if self._waiting_since is None:
                 self._waiting_since = now
             self._waiting.extend(handed)
-            published += await self._publish_handed_rows(deliveries, handed)
         since = self._waiting_since  # set while anything waits
         if since is None or not (force or now >= since + self.event_linger_s):
             return published
