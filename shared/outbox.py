@@ -223,7 +223,8 @@ class OutboxRelay:
 
     def hand_over(self, rows: Sequence[Mapping[str, Any]], ids: list[int]) -> None:
         """Call right after a commit that wrote ``rows`` (as ``ids``, under a lease): they are
-        published from memory, in the order handed over, and then deleted."""
+        published from memory (deliveries at once and in the order handed over, events after
+        their linger) and then deleted."""
         if ids:
             self._handed.append(Handed(rows, ids))
             self._wakeup.set()
